@@ -1,0 +1,87 @@
+"""The workflows: one module per state machine, gathered in a registry.
+
+A :class:`Registry` maps an entity kind (the part of a reference before the colon) to its
+:class:`Workflow`. The engine only ever asks the registry; adding a workflow means
+declaring it in a module and registering it here, never touching the engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from functools import cache
+
+from ..errors import DefinitionError, UnknownReference
+from .base import (
+    CreateSpec,
+    FieldSpec,
+    Guard,
+    GuardContext,
+    StateSpec,
+    Subject,
+    TransitionSpec,
+    Workflow,
+    WorkflowSpec,
+    validate_fields,
+)
+from .measure import MEASURE
+from .person import PERSON
+
+BUILTIN_SPECS: tuple[WorkflowSpec, ...] = (PERSON, MEASURE)
+
+
+class Registry:
+    """The workflows an engine knows, by entity kind."""
+
+    def __init__(self, specs: Iterable[WorkflowSpec] = ()) -> None:
+        self._workflows: dict[str, Workflow] = {}
+        for spec in specs:
+            self.register(spec)
+
+    def register(self, spec: WorkflowSpec) -> Workflow:
+        if spec.name in self._workflows:
+            raise DefinitionError(f"workflow {spec.name!r} is registered twice")
+        workflow = Workflow(spec)
+        self._workflows[spec.name] = workflow
+        return workflow
+
+    def get(self, kind: str) -> Workflow:
+        try:
+            return self._workflows[kind]
+        except KeyError:
+            known = ", ".join(sorted(self._workflows))
+            raise UnknownReference(
+                kind, f"unknown kind of entity {kind!r}; the kinds are {known}"
+            ) from None
+
+    def __contains__(self, kind: object) -> bool:
+        return kind in self._workflows
+
+    def __iter__(self) -> Iterator[Workflow]:
+        return iter(self._workflows.values())
+
+    def state_pairs(self) -> list[tuple[str, str]]:
+        """Every (workflow, state) pair: what the database's CHECK constraint allows."""
+        return [(w.name, s) for w in self for s in w.states]
+
+
+@cache
+def default_registry() -> Registry:
+    """The built-in workflows; built once per process so each machine is built once."""
+    return Registry(BUILTIN_SPECS)
+
+
+__all__ = [
+    "BUILTIN_SPECS",
+    "CreateSpec",
+    "FieldSpec",
+    "Guard",
+    "GuardContext",
+    "Registry",
+    "StateSpec",
+    "Subject",
+    "TransitionSpec",
+    "Workflow",
+    "WorkflowSpec",
+    "default_registry",
+    "validate_fields",
+]
