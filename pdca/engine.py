@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -35,7 +35,7 @@ from .errors import (
     UnknownTrigger,
 )
 from .storage import database
-from .storage.models import AuditLog, Entity, EntityScope, Outbox, Setting
+from .storage.models import AuditLog, Entity, EntityScope, Outbox
 from .types import (
     SCHEDULER_ACTOR,
     SYSTEM_ACTOR,
@@ -48,13 +48,12 @@ from .types import (
     VerifyReport,
 )
 from .workflows import Registry, Subject, Workflow, default_registry, validate_fields
-from .workflows.base import TransitionSpec
+from .workflows.base import TransitionSpec, parse_text_fields
 
-_E = Entity.__table__
-_A = AuditLog.__table__
-_S = EntityScope.__table__
-_O = Outbox.__table__
-_SET = Setting.__table__
+_E = cast(sa.Table, Entity.__table__)
+_A = cast(sa.Table, AuditLog.__table__)
+_S = cast(sa.Table, EntityScope.__table__)
+_O = cast(sa.Table, Outbox.__table__)
 
 #: Outbox channel of the events given to ``on_transition`` subscribers.
 CHANNEL_TRANSITION = "transition"
@@ -442,6 +441,14 @@ class Engine:
         return parsed, workflow
 
     # ------------------------------------------------------------------ changing state
+
+    def parse_data(self, ref: str, trigger: str, pairs: Mapping[str, str]) -> dict[str, Any]:
+        """Typed data for ``trigger`` from ``KEY=VALUE`` texts (as the CLI's ``--set``)."""
+        parsed, workflow = self._parse(ref)
+        specs = workflow.specs_for(trigger)
+        if not specs:
+            raise UnknownTrigger(str(parsed), trigger, workflow.triggers)
+        return parse_text_fields(specs[0].fields, pairs, what=trigger)
 
     def fire(
         self,

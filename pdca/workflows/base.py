@@ -18,7 +18,7 @@ import hashlib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 from transitions import EventData, Machine
 
@@ -62,7 +62,7 @@ class FieldSpec:
                 field=self.name,
             )
         if self.type == "str":
-            text = value.strip()
+            text = str(value).strip()
             if self.required and not text:
                 raise InvalidData(f"{self.name} must not be empty", field=self.name)
             if len(text) > self.max_length:
@@ -76,22 +76,44 @@ class FieldSpec:
                 )
             return text
         if self.type == "float":
-            return float(value)
+            return float(cast(float, value))
         if self.type == "date":
             try:
-                return dt.date.fromisoformat(value).isoformat()
+                return dt.date.fromisoformat(str(value)).isoformat()
             except ValueError:
                 raise InvalidData(
                     f"{self.name} must be a date YYYY-MM-DD, not {value!r}", field=self.name
                 ) from None
         if self.type == "str_list":
-            items = [v.strip() if isinstance(v, str) else v for v in value]
+            items = [v.strip() if isinstance(v, str) else v for v in cast(list[Any], value)]
             if not all(isinstance(v, str) and v for v in items):
                 raise InvalidData(f"{self.name} must be a list of texts", field=self.name)
             if self.required and not items:
                 raise InvalidData(f"{self.name} must not be empty", field=self.name)
             return items
         return value
+
+    def parse_text(self, text: str) -> Any:
+        """Turn the text form of a value (``--set KEY=VALUE``) into the field's type."""
+        try:
+            if self.type == "int":
+                return int(text)
+            if self.type == "float":
+                return float(text)
+        except ValueError:
+            raise InvalidData(
+                f"{self.name} must be {_TYPE_WORDS[self.type]}, not {text!r}", field=self.name
+            ) from None
+        if self.type == "bool":
+            lowered = text.strip().lower()
+            if lowered in ("true", "yes", "1"):
+                return True
+            if lowered in ("false", "no", "0"):
+                return False
+            raise InvalidData(f"{self.name} must be true or false, not {text!r}", field=self.name)
+        if self.type == "str_list":
+            return [part.strip() for part in text.split(";") if part.strip()]
+        return text
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -110,6 +132,21 @@ _TYPE_WORDS = {
     "date": "a date YYYY-MM-DD",
     "str_list": "a list of texts",
 }
+
+
+def parse_text_fields(
+    fields: Sequence[FieldSpec], pairs: Mapping[str, str], *, what: str
+) -> dict[str, Any]:
+    """Typed data from ``KEY=VALUE`` texts; unknown keys are refused by name."""
+    by_name = {f.name: f for f in fields}
+    result: dict[str, Any] = {}
+    for key, text in pairs.items():
+        spec = by_name.get(key)
+        if spec is None:
+            known = ", ".join(by_name) or "none"
+            raise InvalidData(f"{what} takes no value {key!r}; it takes: {known}", field=key)
+        result[key] = spec.parse_text(text)
+    return result
 
 
 def validate_fields(
@@ -204,6 +241,8 @@ class CreateSpec:
     roles: frozenset[Role]
     fields: tuple[FieldSpec, ...]
     initial: Callable[[Mapping[str, Any]], str]
+    #: The states ``initial`` may return (for diagrams and documentation).
+    initial_states: tuple[str, ...] = ()
     scope: Callable[[Mapping[str, Any]], tuple[str, ...]] = lambda data: ()
     fiscal_year: Callable[[Mapping[str, Any]], int | None] = lambda data: None
 
@@ -330,7 +369,9 @@ class Workflow:
 
     def triggers_from(self, state: str) -> tuple[str, ...]:
         return tuple(
-            trig for trig in self.triggers if any(state in s.sources for s in self._by_trigger[trig])
+            trig
+            for trig in self.triggers
+            if any(state in s.sources for s in self._by_trigger[trig])
         )
 
     def state_label(self, state: str, lang: str = "ja") -> str:
@@ -371,6 +412,7 @@ class _GuardCondition:
     def __call__(self, event: EventData) -> bool:
         context: GuardContext = event.kwargs["context"]
         failures: list[str] = event.kwargs["failures"]
-        reasons = [r for g in self.guards if (r := g(event.model, context)) is not None]
+        subject = cast(Subject, event.model)
+        reasons = [r for g in self.guards if (r := g(subject, context)) is not None]
         failures.extend(reasons)
         return not reasons

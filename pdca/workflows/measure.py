@@ -93,6 +93,7 @@ MEASURE = WorkflowSpec(
             FieldSpec(name="target", type="float"),
         ),
         initial=_initial,
+        initial_states=("study", "implemented"),
         scope=_scope,
     ),
 )

@@ -58,6 +58,7 @@ PERSON = WorkflowSpec(
             FieldSpec(name="email", type="str", max_length=320),
         ),
         initial=lambda data: "active",
+        initial_states=("active",),
         scope=_scope,
     ),
 )

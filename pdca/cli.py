@@ -1,0 +1,580 @@
+"""The ``pdca`` command: parse, call the library, print. No business rules here.
+
+Each command opens the engine, calls one library function and prints the result, as a
+table (Japanese or English headers) or, with ``--json``, as JSON on stdout. Library errors
+become one line on stderr (or one JSON object with ``--json``) and exit status 1 (refused)
+or 2 (bad input or usage). Heavy modules are imported inside the commands so that
+``pdca --help`` starts fast.
+"""
+
+from __future__ import annotations
+
+import json
+import locale
+import logging
+import os
+import sys
+import unicodedata
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+import click
+
+if TYPE_CHECKING:
+    from .engine import Engine
+    from .types import AuditEntry
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+# ----------------------------------------------------------------------------- plumbing
+
+
+class CliError(click.ClickException):
+    """A library error on its way to the user: one line (or one JSON object), an exit code."""
+
+    def __init__(self, message: str, *, code: str, exit_code: int, as_json: bool) -> None:
+        super().__init__(message)
+        self.code = code
+        # click declares exit_code on the class; ours depends on the error.
+        self.exit_code = exit_code  # type: ignore[misc]
+        self.as_json = as_json
+
+    def show(self, file: Any = None) -> None:
+        if self.as_json:
+            click.echo(json.dumps({"error": self.code, "message": self.message},
+                                  ensure_ascii=False), err=True)
+        else:
+            click.echo(f"Error: {self.message}", err=True)
+
+
+class State:
+    """What the global options say, shared by every command."""
+
+    def __init__(self, *, db: str, actor: str | None, lang: str) -> None:
+        self.db = db
+        self.actor = actor
+        self.lang = lang
+        self.as_json = False
+        self._engine: Engine | None = None
+
+    def engine(self, *, migrate: bool = False) -> Engine:
+        if self._engine is None:
+            from .engine import Engine
+
+            self._engine = Engine.open(self.db, migrate=migrate)
+        return self._engine
+
+    def need_actor(self) -> str:
+        if not self.actor:
+            self.fail("who is acting? give --actor ID or set PDCA_ACTOR", code="usage")
+        return self.actor
+
+    def fail(self, message: str, *, code: str = "invalid_input", exit_code: int = 2) -> NoReturn:
+        raise CliError(message, code=code, exit_code=exit_code, as_json=self.as_json)
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
+
+    def t(self, ja: str, en: str) -> str:
+        return ja if self.lang == "ja" else en
+
+
+def _default_lang() -> str:
+    for name in ("LC_ALL", "LC_MESSAGES", "LANG"):
+        value = os.environ.get(name)
+        if value:
+            return "ja" if value.lower().startswith("ja") else "en"
+    try:
+        current = locale.getlocale()[0] or ""
+    except ValueError:
+        current = ""
+    return "ja" if current.lower().startswith("ja") else "en"
+
+
+class PdcaGroup(click.Group):
+    """Turns pdca's errors into :class:`CliError` for every command below it."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from .errors import PdcaError
+
+        try:
+            return super().invoke(ctx)
+        except PdcaError as exc:
+            state = ctx.find_object(State)
+            raise CliError(
+                exc.message,
+                code=exc.code,
+                exit_code=exc.exit_code,
+                as_json=bool(state and state.as_json),
+            ) from exc
+
+
+def json_option(func: F) -> F:
+    """``--json``: stdout becomes JSON only, and errors become JSON on stderr."""
+
+    def callback(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+        state = ctx.find_object(State)
+        if state is not None:
+            state.as_json = state.as_json or value
+        return value
+
+    return click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        expose_value=True,
+        is_eager=True,
+        callback=callback,
+        help="Print JSON instead of a table.",
+    )(func)
+
+
+def _width(text: str) -> int:
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A plain-text table that lines up Japanese (double-width) text too."""
+    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(_width(row[i]) for row in cells) for i in range(len(headers))]
+    lines = []
+    for n, row in enumerate(cells):
+        lines.append(
+            "  ".join(c + " " * (w - _width(c)) for c, w in zip(row, widths, strict=True))
+            .rstrip()
+        )
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def emit_json(value: Any) -> None:
+    click.echo(json.dumps(value, ensure_ascii=False, indent=2, default=str))
+
+
+def _configure_logging(verbose: bool, quiet: bool) -> None:
+    import structlog
+
+    # Commands print their own results; their log events (every transition, with its
+    # reference and actor) show with --verbose, so that stderr stays one line per error.
+    level = logging.ERROR if quiet else (logging.INFO if verbose else logging.WARNING)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("pdca")
+    logger.handlers[:] = [handler]
+    logger.setLevel(level)
+    logger.propagate = False
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer(colors=False)
+        if sys.stderr.isatty()
+        else structlog.processors.JSONRenderer(ensure_ascii=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            renderer,
+        ],
+    )
+
+
+# ----------------------------------------------------------------------------- the group
+
+
+@click.group(cls=PdcaGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--db",
+    envvar="PDCA_DATABASE_URL",
+    default="sqlite:///pdca.db",
+    show_default=True,
+    help="Database URL (env PDCA_DATABASE_URL): sqlite:///FILE or postgresql://USER@HOST/DB.",
+)
+@click.option("--actor", envvar="PDCA_ACTOR", help="Who is acting (env PDCA_ACTOR).")
+@click.option(
+    "--lang",
+    type=click.Choice(["ja", "en"]),
+    envvar="PDCA_LANG",
+    default=None,
+    help="Language of tables (env PDCA_LANG; default from the locale).",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log every event (info) on stderr.")
+@click.option("-q", "--quiet", is_flag=True, help="Log errors only.")
+@click.version_option(package_name="pdca-engine", prog_name="pdca")
+@click.pass_context
+def main(
+    ctx: click.Context, db: str, actor: str | None, lang: str | None, verbose: bool, quiet: bool
+) -> None:
+    """Progress management (進捗管理) of a regional climate action plan.
+
+    \b
+    Example:
+        pdca --db sqlite:///pdca.db init --admin admin
+        pdca --actor staff-kumamoto advance measure:M-001 commercialise
+    """
+    _configure_logging(verbose, quiet)
+    state = State(db=db, actor=actor, lang=lang or _default_lang())
+    ctx.obj = state
+    ctx.call_on_close(state.close)
+
+
+pass_state = click.make_pass_decorator(State)
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+@main.command()
+@click.option("--admin", "admin_id", help="Register this id as the first administrator.")
+@json_option
+@pass_state
+def init(state: State, admin_id: str | None, as_json: bool) -> None:
+    """Create or upgrade the database; running it again is safe.
+
+    \b
+    Example:
+        pdca init --admin admin
+    """
+    engine = state.engine(migrate=True)
+    created_admin = False
+    if admin_id and not any(p.id == admin_id for p in engine.people()):
+        engine.bootstrap_admin(admin_id)
+        created_admin = True
+    if as_json:
+        emit_json({"database": state.db, "admin": admin_id, "admin_created": created_admin})
+    else:
+        click.echo(
+            state.t(f"データベースを準備しました: {state.db}", f"database ready: {state.db}")
+        )
+
+
+@main.group()
+def people() -> None:
+    """Who may act: register people and list them."""
+
+
+@people.command("add")
+@click.argument("person_id")
+@click.option("--role", required=True, help="staff, secretariat, clerk, auditor or admin.")
+@click.option("--municipality", help="6-digit municipality code (staff only).")
+@click.option("--name", default="", help="Display name.")
+@click.option("--email", help="E-mail address for notices.")
+@pass_state
+def people_add(
+    state: State,
+    person_id: str,
+    role: str,
+    municipality: str | None,
+    name: str,
+    email: str | None,
+) -> None:
+    """Register someone who may act (administrators only).
+
+    \b
+    Example:
+        pdca --actor admin people add staff-kumamoto --role staff --municipality 431001
+    """
+    person = state.engine().add_person(
+        person_id,
+        role=role,
+        municipality=municipality,
+        name=name,
+        email=email,
+        actor=state.need_actor(),
+    )
+    click.echo(f"person:{person.id}")
+
+
+@people.command("list")
+@json_option
+@pass_state
+def people_list(state: State, as_json: bool) -> None:
+    """Everyone registered, with role, municipality and whether active.
+
+    \b
+    Example:
+        pdca people list --json
+    """
+    found = state.engine().people()
+    if as_json:
+        emit_json(
+            [
+                {
+                    "id": p.id,
+                    "role": p.role.value,
+                    "municipality": p.municipality,
+                    "name": p.name,
+                    "active": p.active,
+                }
+                for p in found
+            ]
+        )
+        return
+    click.echo(
+        table(
+            [state.t("ID", "id"), state.t("役割", "role"), state.t("市町村", "municipality"),
+             state.t("氏名", "name"), state.t("有効", "active")],
+            [[p.id, p.role.value, p.municipality or "", p.name, "✓" if p.active else "-"]
+             for p in found],
+        )
+    )
+
+
+def _parse_sets(state: State, values: Sequence[str]) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            state.fail(f"--set takes KEY=VALUE, not {item!r}")
+        pairs[key.strip()] = value
+    return pairs
+
+
+@main.command()
+@click.argument("ref")
+@click.argument("trigger")
+@click.option("--note", help="A note for the audit log.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Data for the trigger.")
+@json_option
+@pass_state
+def advance(
+    state: State, ref: str, trigger: str, note: str | None, sets: tuple[str, ...], as_json: bool
+) -> None:
+    """Fire TRIGGER on the entity REF as the acting person.
+
+    \b
+    Example:
+        pdca --actor staff-kumamoto advance measure:M-001 discontinue --set reason=予算削減
+    """
+    engine = state.engine()
+    actor = state.need_actor()
+    data = engine.parse_data(ref, trigger, _parse_sets(state, sets))
+    result = engine.fire(ref, trigger, actor=actor, note=note, data=data)
+    if as_json:
+        emit_json(
+            {
+                "ref": result.ref,
+                "trigger": result.trigger,
+                "from": result.from_state,
+                "to": result.to_state,
+                "seq": result.seq,
+                "hash": result.hash,
+            }
+        )
+    else:
+        click.echo(f"{result.ref}: {result.from_state} → {result.to_state} (#{result.seq})")
+
+
+def _entry_json(e: AuditEntry) -> dict[str, Any]:
+    return {
+        "seq": e.seq,
+        "at": e.at.isoformat(),
+        "actor": e.actor,
+        "role": e.role,
+        "ref": e.ref,
+        "kind": e.kind,
+        "trigger": e.trigger,
+        "from": e.from_state,
+        "to": e.to_state,
+        "note": e.note,
+        "data": json.loads(e.data),
+        "hash": e.hash,
+    }
+
+
+def _tokyo(e: AuditEntry) -> str:
+    from zoneinfo import ZoneInfo
+
+    return e.at.astimezone(ZoneInfo("Asia/Tokyo")).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@main.command()
+@click.argument("ref")
+@json_option
+@pass_state
+def show(state: State, ref: str, as_json: bool) -> None:
+    """The state of REF, what the acting person may fire now, overdue or not, and history.
+
+    \b
+    Example:
+        pdca --actor staff-kumamoto show measure:M-001
+    """
+    engine = state.engine()
+    view = engine.get(ref, actor=state.actor)
+    history = engine.history(ref)
+    if as_json:
+        emit_json(
+            {
+                "ref": view.ref,
+                "workflow": view.workflow,
+                "state": view.state,
+                "state_label": view.state_label,
+                "version": view.version,
+                "scope": list(view.scope),
+                "attrs": dict(view.attrs),
+                "allowed": list(view.allowed),
+                "blocked": {k: list(v) for k, v in view.blocked.items()},
+                "overdue": view.overdue,
+                "history": [_entry_json(e) for e in history],
+            }
+        )
+        return
+    label = engine.registry.get(view.workflow).state_label(view.state, state.lang)
+    click.echo(f"{view.ref}  {state.t('状態', 'state')}: {label} ({view.state})")
+    if view.overdue:
+        click.echo(state.t("期限超過", "OVERDUE"))
+    allowed = ", ".join(view.allowed) or "-"
+    click.echo(f"{state.t('実行可能な操作', 'allowed now')}: {allowed}")
+    for trigger, reasons in view.blocked.items():
+        click.echo(f"  {trigger}: {'; '.join(reasons)}")
+    click.echo("")
+    click.echo(
+        table(
+            [state.t("番号", "seq"), state.t("日時 (JST)", "time (JST)"),
+             state.t("実行者", "actor"), state.t("操作", "trigger"),
+             state.t("変更前", "from"), state.t("変更後", "to"), state.t("備考", "note")],
+            [[e.seq, _tokyo(e), e.actor, e.trigger if e.kind != "refused" else
+              f"{e.trigger} ✗", e.from_state or "", e.to_state or "", e.note or ""]
+             for e in history],
+        )
+    )
+
+
+@main.group()
+def audit() -> None:
+    """The auditor's commands: read, verify and checkpoint the audit log."""
+
+
+@audit.command("log")
+@click.option("--ref", help="Only entries of this entity.")
+@click.option("--actor", "by_actor", help="Only entries by this actor.")
+@click.option("--since", type=click.DateTime(), help="From this time (UTC unless offset).")
+@click.option("--until", type=click.DateTime(), help="Before this time.")
+@json_option
+@pass_state
+def audit_log(
+    state: State,
+    ref: str | None,
+    by_actor: str | None,
+    since: Any,
+    until: Any,
+    as_json: bool,
+) -> None:
+    """The audit log in order (JSON Lines with --json).
+
+    \b
+    Example:
+        pdca audit log --ref measure:M-001 --json
+    """
+    from datetime import UTC
+
+    entries = state.engine().audit_log(
+        ref=ref,
+        actor=by_actor,
+        since=since.replace(tzinfo=UTC) if since else None,
+        until=until.replace(tzinfo=UTC) if until else None,
+    )
+    if as_json:
+        for e in entries:
+            click.echo(json.dumps(_entry_json(e), ensure_ascii=False))
+        return
+    rows = [
+        [e.seq, _tokyo(e), e.actor, e.ref, e.trigger, e.from_state or "", e.to_state or "",
+         e.hash[:12]]
+        for e in entries
+    ]
+    click.echo(
+        table(
+            [state.t("番号", "seq"), state.t("日時 (JST)", "time (JST)"),
+             state.t("実行者", "actor"), state.t("対象", "ref"), state.t("操作", "trigger"),
+             state.t("変更前", "from"), state.t("変更後", "to"), state.t("ハッシュ", "hash")],
+            rows,
+        )
+    )
+
+
+@audit.command("verify")
+@click.option("--expect", "expect_digest", help="A checkpoint digest kept outside the database.")
+@json_option
+@pass_state
+def audit_verify(state: State, expect_digest: str | None, as_json: bool) -> None:
+    """Recompute every hash; name the first entry edited, removed, inserted or reordered.
+
+    Exit status 1 when damage is found.
+
+    \b
+    Example:
+        pdca audit verify --expect 9d1132420a61...
+    """
+    report = state.engine().verify_audit(expect_digest=expect_digest)
+    if as_json:
+        out: dict[str, Any] = {
+            "ok": report.ok,
+            "entries": report.entries,
+            "entities": report.entities,
+            "checkpoints": report.checkpoints,
+            "last_checkpoint_digest": report.last_checkpoint_digest,
+        }
+        if report.first_bad is not None:
+            out["first_bad"] = report.first_bad.seq
+            out["ref"] = report.first_bad.ref
+            out["reason"] = report.first_bad.reason
+            out["detail"] = report.first_bad.detail
+            out["problems"] = [
+                {"seq": p.seq, "ref": p.ref, "reason": p.reason, "detail": p.detail}
+                for p in report.problems
+            ]
+        emit_json(out)
+    elif report.ok:
+        click.echo(
+            state.t(
+                f"正常: {report.entries} 件の記録を検証しました",
+                f"ok: {report.entries} entries verified",
+            )
+        )
+    else:
+        for p in report.problems:
+            where = f"#{p.seq}" if p.seq is not None else "-"
+            click.echo(f"{where} {p.ref or ''} {p.reason}: {p.detail}")
+    if not report.ok:
+        sys.exit(1)
+
+
+@audit.command("checkpoint")
+@json_option
+@pass_state
+def audit_checkpoint(state: State, as_json: bool) -> None:
+    """Seal the log so far; keep the printed digest outside the database.
+
+    \b
+    Example:
+        pdca --actor auditor audit checkpoint
+    """
+    entry = state.engine().checkpoint(actor=state.actor or "scheduler")
+    sealed = json.loads(entry.data)
+    if as_json:
+        emit_json({"seq": entry.seq, **sealed})
+    else:
+        click.echo(f"#{entry.seq} digest {sealed['digest']} ({sealed['count']} entries)")
+
+
+@main.command()
+@click.argument("workflow")
+@pass_state
+def diagram(state: State, workflow: str) -> None:
+    """Print WORKFLOW as a Mermaid state diagram, generated from its definition.
+
+    \b
+    Example:
+        pdca diagram measure
+    """
+    from .workflows import default_registry
+    from .workflows.diagram import mermaid
+
+    registry = default_registry()
+    if workflow not in registry:
+        names = ", ".join(w.name for w in registry)
+        state.fail(f"unknown workflow {workflow!r}; the workflows are {names}")
+    click.echo(mermaid(registry.get(workflow), lang=state.lang), nl=False)

@@ -1,0 +1,29 @@
+"""The docs stay true: generated parts match the code."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from pdca.workflows import default_registry
+from pdca.workflows.diagram import mermaid
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def _diagrams(text: str) -> dict[str, str]:
+    pattern = re.compile(r"<!-- diagram:(\w+) -->\n```mermaid\n(.*?)```", re.S)
+    return dict(pattern.findall(text))
+
+
+@pytest.mark.parametrize("page", sorted(p.name for p in DOCS.glob("*.md")))
+def test_workflow_diagrams_in_the_docs_are_generated_from_the_code(page: str) -> None:
+    registry = default_registry()
+    for name, body in _diagrams((DOCS / page).read_text(encoding="utf-8")).items():
+        assert body == mermaid(registry.get(name)), f"regenerate with: pdca diagram {name}"
+
+
+def test_architecture_page_shows_the_measure_workflow() -> None:
+    assert "measure" in _diagrams((DOCS / "architecture.md").read_text(encoding="utf-8"))
