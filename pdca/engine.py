@@ -435,10 +435,7 @@ class Engine:
         if not isinstance(ref, str):
             raise UnknownReference(str(ref), f"a reference must be text, not {ref!r}")
         parsed = Ref.parse(ref)
-        workflow = self._registry.get(parsed.kind)
-        if not workflow.check_key(parsed.key):
-            raise UnknownReference(ref, f"malformed {parsed.kind} reference {ref!r}")
-        return parsed, workflow
+        return parsed, self._registry.resolve(parsed.kind, parsed.key)
 
     # ------------------------------------------------------------------ changing state
 
@@ -494,7 +491,7 @@ class Engine:
             now = self._clock()
             spec = workflow.spec_from(trigger, row.state) or specs[0]
             problem = permission_problem(
-                spec.roles,
+                workflow.roles(row.attrs, spec),
                 trigger=trigger,
                 time_based=spec.time_based,
                 actor=who,
@@ -535,6 +532,7 @@ class Engine:
                     scope=row.scope,
                     fiscal_year=row.fiscal_year,
                     data=clean,
+                    at=now,
                 )
                 reasons = workflow.fire(subject, trigger, _Context(conn, now, self._queries))
                 if reasons:
@@ -993,7 +991,7 @@ class Engine:
             spec = row.workflow.spec_from(trigger, row.state)
             assert spec is not None
             if who is not None and permission_problem(
-                spec.roles,
+                row.workflow.roles(row.attrs, spec),
                 trigger=trigger,
                 time_based=spec.time_based,
                 actor=who,

@@ -34,6 +34,7 @@ class Registry:
 
     def __init__(self, specs: Iterable[WorkflowSpec] = ()) -> None:
         self._workflows: dict[str, Workflow] = {}
+        self._by_kind: dict[str, list[Workflow]] = {}
         for spec in specs:
             self.register(spec)
 
@@ -42,16 +43,32 @@ class Registry:
             raise DefinitionError(f"workflow {spec.name!r} is registered twice")
         workflow = Workflow(spec)
         self._workflows[spec.name] = workflow
+        self._by_kind.setdefault(workflow.kind, []).append(workflow)
         return workflow
 
-    def get(self, kind: str) -> Workflow:
+    def get(self, name: str) -> Workflow:
+        """The workflow called ``name``."""
         try:
-            return self._workflows[kind]
+            return self._workflows[name]
         except KeyError:
             known = ", ".join(sorted(self._workflows))
             raise UnknownReference(
-                kind, f"unknown kind of entity {kind!r}; the kinds are {known}"
+                name, f"unknown workflow {name!r}; the workflows are {known}"
             ) from None
+
+    def resolve(self, kind: str, key: str) -> Workflow:
+        """The workflow of the reference ``kind:key``."""
+        candidates = self._by_kind.get(kind)
+        if not candidates:
+            known = ", ".join(sorted(self._by_kind))
+            raise UnknownReference(
+                f"{kind}:{key}", f"unknown kind of entity {kind!r}; the kinds are {known}"
+            )
+        for workflow in candidates:
+            if workflow.check_key(key):
+                return workflow
+        ref = f"{kind}:{key}"
+        raise UnknownReference(ref, f"malformed {kind} reference {ref!r}")
 
     def __contains__(self, kind: object) -> bool:
         return kind in self._workflows

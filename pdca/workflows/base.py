@@ -175,7 +175,7 @@ def validate_fields(
 class Subject:
     """The plain object a shared machine fires on: one entity, for one transition."""
 
-    __slots__ = ("attrs", "data", "fiscal_year", "ref", "scope", "state")
+    __slots__ = ("at", "attrs", "data", "fiscal_year", "ref", "scope", "state")
 
     def __init__(
         self,
@@ -186,7 +186,9 @@ class Subject:
         scope: tuple[str, ...],
         fiscal_year: int | None,
         data: Mapping[str, Any] | None = None,
+        at: dt.datetime | None = None,
     ) -> None:
+        self.at = at
         self.ref = ref
         self.state = state
         self.attrs = attrs
@@ -256,6 +258,12 @@ class WorkflowSpec:
     transitions: tuple[TransitionSpec, ...]
     create: CreateSpec | None = None
     key_pattern: str = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
+    #: The reference prefix (``cycle`` in ``cycle:431001:2025``); defaults to ``name``.
+    #: Several workflows may share a kind when their key patterns tell them apart.
+    kind: str = ""
+    #: Roles allowed to fire a transition on a given entity, when they depend on the
+    #: entity's data (e.g. who runs a meeting depends on its kind); default: the spec's.
+    roles_for: Callable[[Mapping[str, Any], TransitionSpec], frozenset[Role]] | None = None
     description: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -270,6 +278,7 @@ class Workflow:
     def __init__(self, spec: WorkflowSpec) -> None:
         self.spec = spec
         self.name = spec.name
+        self.kind = spec.kind or spec.name
         self._check(spec)
         self.states: Mapping[str, StateSpec] = {s.code: s for s in spec.states}
         self.triggers: tuple[str, ...] = tuple(dict.fromkeys(t.trigger for t in spec.transitions))
@@ -356,6 +365,12 @@ class Workflow:
 
     def check_key(self, key: str) -> bool:
         return bool(self._key_re.match(key))
+
+    def roles(self, attrs: Mapping[str, Any], spec: TransitionSpec) -> frozenset[Role]:
+        """Who may fire ``spec`` on an entity with these attributes."""
+        if self.spec.roles_for is None:
+            return spec.roles
+        return self.spec.roles_for(attrs, spec)
 
     def specs_for(self, trigger: str) -> list[TransitionSpec]:
         return self._by_trigger.get(trigger, [])
