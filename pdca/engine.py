@@ -624,6 +624,10 @@ class Engine:
             raise InvalidInput(f"{workflow.name} entities are not created directly")
         clean_note = _clean_note(note)
         clean = validate_fields(create.fields, data, what=f"creating {ref}")
+        if create.key_of is not None and create.key_of(clean) != parsed.key:
+            raise InvalidInput(
+                f"{ref} does not match its data: expected {workflow.kind}:{create.key_of(clean)}"
+            )
         initial = create.initial(clean)
         scope = create.scope(clean)
         fiscal_year = create.fiscal_year(clean)

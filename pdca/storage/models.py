@@ -16,6 +16,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -39,7 +40,7 @@ NAMING = {
 }
 
 #: The schema revision this code expects (``alembic heads``; a test keeps them equal).
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0002"
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -166,6 +167,34 @@ class Outbox(Base):
     done: Mapped[bool] = mapped_column(Boolean, default=False)
 
     __table_args__ = (Index(None, "done", "channel", "next_attempt_at"),)
+
+
+class Evaluation(Base):
+    """A measure's yearly evaluation (one per measure and fiscal year)."""
+
+    __tablename__ = "evaluations"
+
+    entity_id: Mapped[int] = mapped_column(
+        ForeignKey("entities.id", ondelete="CASCADE"), primary_key=True
+    )
+    fiscal_year: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rating: Mapped[str] = mapped_column(String(20))
+    actual: Mapped[float | None] = mapped_column(Float)
+    comment: Mapped[str] = mapped_column(Text, default="")
+    recorded_by: Mapped[str] = mapped_column(String(64))
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Member(Base):
+    """A member municipality of the plan, with the fiscal years of its membership."""
+
+    __tablename__ = "members"
+
+    code: Mapped[str] = mapped_column(String(6), primary_key=True)
+    name_ja: Mapped[str] = mapped_column(String(100))
+    name_en: Mapped[str] = mapped_column(String(100))
+    joined: Mapped[int] = mapped_column(Integer)
+    left: Mapped[int | None] = mapped_column(Integer)
 
 
 class Setting(Base):

@@ -23,10 +23,22 @@ from .base import (
     WorkflowSpec,
     validate_fields,
 )
+from .cycles import MUNICIPAL_CYCLE, REGIONAL_CYCLE
+from .emissions import EMISSIONS
 from .measure import MEASURE
+from .meeting import ADVICE, MEETING, THEME_PROJECT
 from .person import PERSON
 
-BUILTIN_SPECS: tuple[WorkflowSpec, ...] = (PERSON, MEASURE)
+BUILTIN_SPECS: tuple[WorkflowSpec, ...] = (
+    PERSON,
+    MEASURE,
+    MUNICIPAL_CYCLE,
+    REGIONAL_CYCLE,
+    MEETING,
+    ADVICE,
+    THEME_PROJECT,
+    EMISSIONS,
+)
 
 
 class Registry:

@@ -49,6 +49,7 @@ class FieldSpec:
     label_ja: str = ""
     label_en: str = ""
     max_length: int = 2000
+    minimum: float | None = None
 
     def validate(self, value: Any) -> Any:
         """Return the value in canonical form, or raise :class:`InvalidData`."""
@@ -75,6 +76,15 @@ class FieldSpec:
                     field=self.name,
                 )
             return text
+        if (
+            self.type in ("int", "float")
+            and self.minimum is not None
+            and cast(float, value) < self.minimum
+        ):
+            raise InvalidData(
+                f"{self.name} must be at least {self.minimum:g}, not {value!r}",
+                field=self.name,
+            )
         if self.type == "float":
             return float(cast(float, value))
         if self.type == "date":
@@ -247,6 +257,9 @@ class CreateSpec:
     initial_states: tuple[str, ...] = ()
     scope: Callable[[Mapping[str, Any]], tuple[str, ...]] = lambda data: ()
     fiscal_year: Callable[[Mapping[str, Any]], int | None] = lambda data: None
+    #: The reference key the data implies, when the key is derived from the data
+    #: (``431001:2025`` for a cycle); the engine refuses a reference that disagrees.
+    key_of: Callable[[Mapping[str, Any]], str] | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

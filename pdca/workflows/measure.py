@@ -10,13 +10,23 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from ..types import Role, validate_municipality_code
-from .base import CreateSpec, FieldSpec, StateSpec, TransitionSpec, WorkflowSpec
+from .base import CreateSpec, FieldSpec, StateSpec, Subject, TransitionSpec, WorkflowSpec
+
+_TOKYO = ZoneInfo("Asia/Tokyo")
 
 STAFF_ONLY = frozenset({Role.STAFF})
 
 KINDS = ("study", "implementation")
+
+
+def _ended(subject: Subject) -> dict[str, Any]:
+    """Remember the fiscal year a measure ended: it still needs that year's evaluation."""
+    assert subject.at is not None
+    local = subject.at.astimezone(_TOKYO)
+    return {"ended_fy": local.year if local.month >= 4 else local.year - 1}
 
 
 def _initial(data: Mapping[str, Any]) -> str:
@@ -62,6 +72,7 @@ MEASURE = WorkflowSpec(
             sources=("implemented",),
             dest="completed",
             roles=STAFF_ONLY,
+            effect=_ended,
             label_ja="完了",
             label_en="complete",
         ),
@@ -70,6 +81,7 @@ MEASURE = WorkflowSpec(
             sources=("study", "implemented"),
             dest="discontinued",
             roles=STAFF_ONLY,
+            effect=_ended,
             label_ja="中止",
             label_en="discontinue",
             fields=(
