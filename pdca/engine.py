@@ -135,6 +135,21 @@ class _Locked:
     next_seq: int
 
 
+@dataclass(frozen=True, slots=True)
+class _Creation:
+    """A validated request to create one entity."""
+
+    ref: str
+    workflow: Workflow
+    roles: frozenset[Role]
+    clean: dict[str, Any]
+    initial: str
+    scope: tuple[str, ...]
+    fiscal_year: int | None
+    data_json: str
+    note: str | None
+
+
 def _split_scope(scope: str) -> tuple[str, ...]:
     return tuple(s for s in scope.split(";") if s)
 
@@ -608,6 +623,31 @@ class Engine:
             self._enqueue(conn, result, now)
         return result
 
+    def _prepare_creation(
+        self, ref: str, data: Mapping[str, Any], note: str | None
+    ) -> _Creation:
+        parsed, workflow = self._parse(ref)
+        ref = str(parsed)
+        create = workflow.spec.create
+        if create is None:
+            raise InvalidInput(f"{workflow.name} entities are not created directly")
+        clean = validate_fields(create.fields, data, what=f"creating {ref}")
+        if create.key_of is not None and create.key_of(clean) != parsed.key:
+            raise InvalidInput(
+                f"{ref} does not match its data: expected {workflow.kind}:{create.key_of(clean)}"
+            )
+        return _Creation(
+            ref=ref,
+            workflow=workflow,
+            roles=create.roles,
+            clean=clean,
+            initial=create.initial(clean),
+            scope=create.scope(clean),
+            fiscal_year=create.fiscal_year(clean),
+            data_json=audit.canonical_json(clean),
+            note=_clean_note(note),
+        )
+
     def create(
         self,
         ref: str,
@@ -617,104 +657,155 @@ class Engine:
         note: str | None = None,
     ) -> Transition:
         """Create the entity ``ref`` from ``data`` (validated by its workflow), audited."""
-        parsed, workflow = self._parse(ref)
-        ref = str(parsed)
-        create = workflow.spec.create
-        if create is None:
-            raise InvalidInput(f"{workflow.name} entities are not created directly")
-        clean_note = _clean_note(note)
-        clean = validate_fields(create.fields, data, what=f"creating {ref}")
-        if create.key_of is not None and create.key_of(clean) != parsed.key:
-            raise InvalidInput(
-                f"{ref} does not match its data: expected {workflow.kind}:{create.key_of(clean)}"
-            )
-        initial = create.initial(clean)
-        scope = create.scope(clean)
-        fiscal_year = create.fiscal_year(clean)
-        data_json = audit.canonical_json(clean)
-
+        item = self._prepare_creation(ref, data, note)
         refusal: PermissionDenied | None = None
-        with self._writing(ref, "create") as conn:
-            who = (
-                _Actor(SYSTEM_ACTOR, Role.ADMIN, None)
-                if actor == SYSTEM_ACTOR
-                else self._actor(conn, actor)
-            )
-            if conn.execute(sa.select(_E.c.id).where(_E.c.ref == ref)).first() is not None:
-                raise DuplicateEntity(ref)
+        with self._writing(item.ref, "create") as conn:
+            who = self._creator(conn, actor)
+            if conn.execute(sa.select(_E.c.id).where(_E.c.ref == item.ref)).first() is not None:
+                raise DuplicateEntity(item.ref)
             now = self._clock()
             problem = permission_problem(
-                create.roles, trigger="create", time_based=False, actor=who, scope=scope
+                item.roles, trigger="create", time_based=False, actor=who, scope=item.scope
             )
             seq = self._next_seq(conn)
             if problem is not None:
                 refusal = PermissionDenied(
-                    ref=ref,
+                    ref=item.ref,
                     trigger="create",
                     state="none",
                     actor=who.id,
                     role=who.role.value,
                     reason=problem,
                 )
-                self._refuse_creation(conn, who, seq, ref, problem, data_json, now)
+                self._refuse_creation(conn, who, seq, item.ref, problem, item.data_json, now)
             else:
-                digest = self._append(
-                    conn,
-                    seq=seq,
-                    ref=ref,
-                    entity_seq=1,
-                    prev_hash=audit.GENESIS,
-                    kind=audit.KIND_CREATE,
-                    at=now,
-                    actor=who.id if who.id == SYSTEM_ACTOR else who,
-                    trigger="create",
-                    from_state=None,
-                    to_state=initial,
-                    note=clean_note,
-                    data=data_json,
-                    workflow_version=workflow.version,
-                    fiscal_year=fiscal_year,
-                )
-                entity_id = conn.execute(
-                    _E.insert().returning(_E.c.id),
-                    {
-                        "ref": ref,
-                        "workflow": workflow.name,
-                        "state": initial,
-                        "version": 1,
-                        "scope": ";".join(scope),
-                        "fiscal_year": fiscal_year,
-                        "attrs": data_json,
-                        "overdue_since": None,
-                        "chain_len": 1,
-                        "chain_head": digest,
-                        "created_at": now,
-                        "updated_at": now,
-                    },
-                ).scalar_one()
-                if scope:
-                    conn.execute(
-                        _S.insert(), [{"entity_id": entity_id, "municipality": m} for m in scope]
-                    )
-                result = Transition(
-                    seq=seq,
-                    ref=ref,
-                    workflow=workflow.name,
-                    trigger="create",
-                    from_state=None,
-                    to_state=initial,
-                    actor=who.id,
-                    role=who.role.value,
-                    at=now,
-                    note=clean_note,
-                    data=clean,
-                    hash=digest,
-                )
-                if self._subscribers:
-                    self._enqueue(conn, result, now)
+                result = self._insert_entity(conn, item, who, seq, now)
         if refusal is not None:
             raise refusal
         self._after_commit(result)
+        return result
+
+    def create_many(
+        self,
+        items: Sequence[tuple[str, Mapping[str, Any]]],
+        *,
+        actor: str,
+        note: str | None = None,
+        skip_existing: bool = False,
+    ) -> list[Transition]:
+        """Create several entities in one transaction: all of them or none.
+
+        Every item is validated before anything is written; a refusal of any item
+        (permission, duplicate) writes nothing. With ``skip_existing`` an entity that
+        exists already is left alone instead (for idempotent set-up such as opening a
+        fiscal year).
+        """
+        prepared = [self._prepare_creation(ref, data, note) for ref, data in items]
+        seen: set[str] = set()
+        for item in prepared:
+            if item.ref in seen:
+                raise DuplicateEntity(item.ref)
+            seen.add(item.ref)
+        results: list[Transition] = []
+        with self._writing("(many)", "create") as conn:
+            who = self._creator(conn, actor)
+            existing = self._existing_refs(conn, [i.ref for i in prepared])
+            if existing and not skip_existing:
+                raise DuplicateEntity(sorted(existing)[0])
+            now = self._clock()
+            for item in prepared:
+                if item.ref in existing:
+                    continue
+                problem = permission_problem(
+                    item.roles, trigger="create", time_based=False, actor=who, scope=item.scope
+                )
+                if problem is not None:
+                    raise PermissionDenied(
+                        ref=item.ref,
+                        trigger="create",
+                        state="none",
+                        actor=who.id,
+                        role=who.role.value,
+                        reason=problem,
+                    )
+                results.append(self._insert_entity(conn, item, who, self._next_seq(conn), now))
+        if log.enabled():
+            self._log.info("created", count=len(results), actor=actor)
+        if self._subscribers:
+            self.deliver_pending()
+        return results
+
+    def _existing_refs(self, conn: Connection, refs: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(refs), 500):
+            chunk = list(refs[start : start + 500])
+            found.update(
+                r.ref for r in conn.execute(sa.select(_E.c.ref).where(_E.c.ref.in_(chunk)))
+            )
+        return found
+
+    def _creator(self, conn: Connection, actor: str) -> _Actor:
+        if actor == SYSTEM_ACTOR:
+            return _Actor(SYSTEM_ACTOR, Role.ADMIN, None)
+        return self._actor(conn, actor)
+
+    def _insert_entity(
+        self, conn: Connection, item: _Creation, who: _Actor, seq: int, now: datetime
+    ) -> Transition:
+        digest = self._append(
+            conn,
+            seq=seq,
+            ref=item.ref,
+            entity_seq=1,
+            prev_hash=audit.GENESIS,
+            kind=audit.KIND_CREATE,
+            at=now,
+            actor=who.id if who.id == SYSTEM_ACTOR else who,
+            trigger="create",
+            from_state=None,
+            to_state=item.initial,
+            note=item.note,
+            data=item.data_json,
+            workflow_version=item.workflow.version,
+            fiscal_year=item.fiscal_year,
+        )
+        entity_id = conn.execute(
+            _E.insert().returning(_E.c.id),
+            {
+                "ref": item.ref,
+                "workflow": item.workflow.name,
+                "state": item.initial,
+                "version": 1,
+                "scope": ";".join(item.scope),
+                "fiscal_year": item.fiscal_year,
+                "attrs": item.data_json,
+                "overdue_since": None,
+                "chain_len": 1,
+                "chain_head": digest,
+                "created_at": now,
+                "updated_at": now,
+            },
+        ).scalar_one()
+        if item.scope:
+            conn.execute(
+                _S.insert(), [{"entity_id": entity_id, "municipality": m} for m in item.scope]
+            )
+        result = Transition(
+            seq=seq,
+            ref=item.ref,
+            workflow=item.workflow.name,
+            trigger="create",
+            from_state=None,
+            to_state=item.initial,
+            actor=who.id,
+            role=who.role.value,
+            at=now,
+            note=item.note,
+            data=item.clean,
+            hash=digest,
+        )
+        if self._subscribers:
+            self._enqueue(conn, result, now)
         return result
 
     def _refuse_creation(

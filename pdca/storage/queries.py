@@ -1,0 +1,144 @@
+"""The read-only queries the workflows' guards use, by name.
+
+A guard asks ``ctx.query("missing_evaluations", municipality=..., fiscal_year=...)``; the
+engine passes the open connection of the transition, so a guard sees exactly what the
+transition will commit against.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import date
+from typing import TYPE_CHECKING, Any, cast
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from .models import Entity, EntityScope, Evaluation
+
+if TYPE_CHECKING:
+    from ..plans import Plan
+
+_E = cast(sa.Table, Entity.__table__)
+_S = cast(sa.Table, EntityScope.__table__)
+_V = cast(sa.Table, Evaluation.__table__)
+
+REPORTED_STATES = ("act", "closed")
+
+
+def active_measures(conn: Connection, municipality: str, fiscal_year: int) -> list[str]:
+    """Codes of the municipality's measures that were active in ``fiscal_year``.
+
+    A measure is active in a year unless it was completed or discontinued before it.
+    """
+    rows = conn.execute(
+        sa.select(_E.c.ref, _E.c.state, _E.c.attrs)
+        .join(_S, _S.c.entity_id == _E.c.id)
+        .where(_E.c.workflow == "measure", _S.c.municipality == municipality)
+        .order_by(_E.c.ref)
+    ).all()
+    active = []
+    for row in rows:
+        ended = json.loads(row.attrs).get("ended_fy")
+        if ended is None or ended >= fiscal_year:
+            active.append(row.ref.split(":", 1)[1])
+    return active
+
+
+def missing_evaluations(conn: Connection, *, municipality: str, fiscal_year: int) -> list[str]:
+    evaluated = {
+        r.ref.split(":", 1)[1]
+        for r in conn.execute(
+            sa.select(_E.c.ref)
+            .join(_V, _V.c.entity_id == _E.c.id)
+            .join(_S, _S.c.entity_id == _E.c.id)
+            .where(_V.c.fiscal_year == fiscal_year, _S.c.municipality == municipality)
+        )
+    }
+    return [code for code in active_measures(conn, municipality, fiscal_year)
+            if code not in evaluated]
+
+
+def build(plan_of: Callable[[Connection], Plan]) -> dict[str, Callable[..., Any]]:
+    """The named queries, given a way to read the plan on a connection."""
+
+    def missing_emissions(
+        conn: Connection, *, municipality: str, fiscal_year: int
+    ) -> tuple[int, list[str]]:
+        plan = plan_of(conn)
+        year = plan.inventory_year(fiscal_year)
+        prefix = f"emissions:{municipality}:{year}:"
+        present = {
+            r.ref[len(prefix):]
+            for r in conn.execute(sa.select(_E.c.ref).where(_E.c.ref.startswith(prefix)))
+        }
+        return year, [s for s in plan.sector_ids if s not in present]
+
+    def members_not_reported(conn: Connection, *, fiscal_year: int) -> list[str]:
+        plan = plan_of(conn)
+        states = {
+            r.ref: r.state
+            for r in conn.execute(
+                sa.select(_E.c.ref, _E.c.state).where(
+                    _E.c.workflow == "municipal_cycle", _E.c.fiscal_year == fiscal_year
+                )
+            )
+        }
+        return [
+            f"{m.name_ja} ({m.code})"
+            for m in plan.members_of(fiscal_year)
+            if states.get(f"cycle:{m.code}:{fiscal_year}") not in REPORTED_STATES
+        ]
+
+    def missing_priority_evaluations(conn: Connection, *, fiscal_year: int) -> list[str]:
+        plan = plan_of(conn)
+        row = conn.execute(
+            sa.select(_E.c.attrs).where(_E.c.ref == f"cycle:region:{fiscal_year}")
+        ).one_or_none()
+        done = json.loads(row.attrs).get("priority_evaluations", {}) if row else {}
+        return [p.id for p in plan.priority_projects if p.id not in done]
+
+    def meeting_held(conn: Connection, *, kind: str, fiscal_year: int) -> date | None:
+        held = []
+        for row in conn.execute(
+            sa.select(_E.c.attrs).where(
+                _E.c.workflow == "meeting",
+                _E.c.fiscal_year == fiscal_year,
+                _E.c.state.in_(("held", "minutes_recorded")),
+            )
+        ):
+            attrs = json.loads(row.attrs)
+            if attrs.get("kind") == kind and attrs.get("held_on"):
+                held.append(date.fromisoformat(attrs["held_on"]))
+        return max(held) if held else None
+
+    def open_advice(conn: Connection, *, fiscal_year: int) -> list[str]:
+        return [
+            r.ref
+            for r in conn.execute(
+                sa.select(_E.c.ref)
+                .where(
+                    _E.c.workflow == "advice",
+                    _E.c.fiscal_year == fiscal_year,
+                    _E.c.state == "open",
+                )
+                .order_by(_E.c.id)
+            )
+        ]
+
+    def regional_state(conn: Connection, *, fiscal_year: int) -> str | None:
+        value = conn.execute(
+            sa.select(_E.c.state).where(_E.c.ref == f"cycle:region:{fiscal_year}")
+        ).scalar_one_or_none()
+        return None if value is None else str(value)
+
+    return {
+        "missing_evaluations": missing_evaluations,
+        "missing_emissions": missing_emissions,
+        "members_not_reported": members_not_reported,
+        "missing_priority_evaluations": missing_priority_evaluations,
+        "meeting_held": meeting_held,
+        "open_advice": open_advice,
+        "regional_state": regional_state,
+    }
