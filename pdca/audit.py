@@ -224,6 +224,11 @@ class Verifier:
             self._problem(entry, "out_of_order", f"sequence {entry.seq} after {self._last_seq}")
         self._last_seq = max(self._last_seq, entry.seq)
 
+        if entry.entity_seq < 1:
+            self._problem(
+                entry, "inserted", f"entry number {entry.entity_seq} cannot start a chain"
+            )
+            return
         recomputed = hash_of(entry)
         chain = self._chains.get(entry.ref)
         expected_seq = 1 if chain is None else chain.length + 1
@@ -322,8 +327,13 @@ class Verifier:
             seen.add(head.ref)
             chain = self._chains.get(head.ref)
             if chain is None:
-                self._problem(
-                    None, "removed", f"{head.ref} exists but has no entry in the log"
+                self._problems.append(
+                    Problem(
+                        seq=None,
+                        ref=head.ref,
+                        reason="removed",
+                        detail=f"{head.ref} exists but has no entry in the log",
+                    )
                 )
                 continue
             if chain.length < head.chain_len:

@@ -1,175 +1,164 @@
-"""The engine: the one way to change state.
+"""The engine: the core (state changes, audit, people) plus the plan's operations.
 
-Every change is one database transaction: lock the entity's row, re-check its state on that
-row, check the actor's permission and the workflow's guards, write the new state and append
-the audit entry (and, when someone listens, an outbox message), then commit. Listeners are
-called after the commit, from the outbox. Refusals for permission or guards are audited too.
+:class:`Engine` is what a host system, the scheduler and the CLI use. On top of
+:class:`~pdca.core.EngineCore` it knows the plan: it loads the plan file, opens a fiscal
+year's cycles for that year's members, records evaluations, imports measures and
+emissions from CSV (all or nothing), schedules meetings, records advice and theme
+projects, and computes the region's emissions. Every write still goes through the core's
+transactions, with its audit entry.
 """
 
 from __future__ import annotations
 
-import contextlib
+import csv
+import io
 import json
-import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import date, datetime
+from importlib import resources
+from pathlib import Path
 from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from . import audit, log
+from .core import Clock, EngineCore, permission_problem
 from .errors import (
-    ConcurrentTransition,
     DuplicateEntity,
-    GuardFailed,
     InvalidData,
     InvalidInput,
     PdcaError,
     PermissionDenied,
-    StorageError,
-    TransitionNotAllowed,
-    UnknownActor,
     UnknownReference,
-    UnknownTrigger,
 )
-from .storage import database
-from .storage.models import AuditLog, Entity, EntityScope, Outbox
-from .types import (
-    SCHEDULER_ACTOR,
-    SYSTEM_ACTOR,
-    AuditEntry,
-    EntityView,
-    Person,
-    Ref,
-    Role,
-    Transition,
-    VerifyReport,
-)
-from .workflows import Registry, Subject, Workflow, default_registry, validate_fields
-from .workflows.base import TransitionSpec, parse_text_fields
+from .ledger import EmissionValue, RegionYear, region_year
+from .plans import Plan
+from .storage import database, queries
+from .storage.models import Entity, EntityScope, Evaluation, Member, Setting
+from .types import EntityView, Role, Transition, validate_municipality_code
+from .workflows import Registry
+from .workflows.emissions import STATUSES
+from .workflows.meeting import MEETING_KINDS
 
 _E = cast(sa.Table, Entity.__table__)
-_A = cast(sa.Table, AuditLog.__table__)
 _S = cast(sa.Table, EntityScope.__table__)
-_O = cast(sa.Table, Outbox.__table__)
+_V = cast(sa.Table, Evaluation.__table__)
+_M = cast(sa.Table, Member.__table__)
+_SET = cast(sa.Table, Setting.__table__)
 
-#: Outbox channel of the events given to ``on_transition`` subscribers.
-CHANNEL_TRANSITION = "transition"
-#: How long a claimed outbox message stays with the process that claimed it.
-OUTBOX_LEASE = timedelta(minutes=5)
-MAX_NOTE = 4000
-
-TransitionCallback = Callable[[Transition], None]
-Clock = Callable[[], datetime]
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
+MEASURE_COLUMNS = (
+    "code", "municipality", "title_ja", "title_en", "policy_area", "kind",
+    "priority_project", "leading", "indicator", "unit", "target",
+)
+EMISSION_COLUMNS = ("municipality", "year", "sector", "value_t_co2", "status")
+STAFF = frozenset({Role.STAFF})
+SECRETARIAT = frozenset({Role.SECRETARIAT})
+_CODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 
 
-@dataclass(frozen=True, slots=True)
-class _Actor:
-    id: str
-    role: Role
-    municipality: str | None
+@dataclass(frozen=True, kw_only=True, slots=True)
+class EvaluationRecord:
+    """A measure's evaluation for one fiscal year."""
+
+    measure: str
+    fiscal_year: int
+    rating: str
+    actual: float | None
+    comment: str
+    recorded_by: str
+    recorded_at: datetime
 
 
-def permission_problem(
-    spec_roles: frozenset[Role],
-    *,
-    trigger: str,
-    time_based: bool,
-    actor: _Actor,
-    scope: Sequence[str],
-) -> str | None:
-    """Why ``actor`` may not fire ``trigger`` on an entity of ``scope`` (None: allowed)."""
-    if time_based and actor.role is not Role.SCHEDULER:
-        return f"{trigger} happens on schedule; only the scheduler fires it"
-    if actor.role not in spec_roles:
-        roles = ", ".join(sorted(r.value for r in spec_roles))
-        return f"{trigger} is for {roles}, not for {actor.role.value}"
-    if actor.role is Role.STAFF:
-        if not scope:
-            return "it belongs to the whole region, not to one municipality"
-        if actor.municipality not in scope:
-            return f"it belongs to {', '.join(scope)}, not to {actor.municipality}"
-    return None
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ImportResult:
+    """What an import did: entities created and transitions fired (all in one transaction)."""
+
+    created: int
+    changed: int
+    unchanged: int
 
 
-class _Context:
-    """What guards may read during a transition (see :class:`pdca.workflows.GuardContext`)."""
-
-    def __init__(self, conn: Connection, now: datetime, queries: Mapping[str, Any]) -> None:
-        self._conn = conn
-        self._now = now
-        self._queries = queries
-
-    @property
-    def now(self) -> datetime:
-        return self._now
-
-    def query(self, name: str, **params: Any) -> Any:
-        try:
-            func = self._queries[name]
-        except KeyError:
-            raise PdcaError(f"no query named {name!r} is available to guards") from None
-        return func(self._conn, **params)
-
-
-@dataclass(slots=True)
-class _Locked:
-    """An entity row read under lock, with the next audit sequence number."""
-
-    id: int
-    ref: str
-    workflow: Workflow
-    state: str
-    version: int
-    scope: tuple[str, ...]
-    fiscal_year: int | None
-    attrs: dict[str, Any]
-    chain_len: int
-    chain_head: str
-    next_seq: int
+def _read_plan_text(source: str | Path) -> tuple[str, str]:
+    """The TOML text of a bundled plan (by name) or a plan file, and how to name it."""
+    name = str(source)
+    if not name.endswith(".toml") and re.match(r"^[a-z0-9][a-z0-9_\-]*$", name):
+        resource = resources.files("pdca.plans").joinpath(f"{name}.toml")
+        if resource.is_file():
+            return resource.read_text(encoding="utf-8"), f"{name}.toml"
+        bundled = sorted(
+            p.name.removesuffix(".toml")
+            for p in resources.files("pdca.plans").iterdir()
+            if p.name.endswith(".toml")
+        )
+        raise InvalidInput(f"no bundled plan {name!r}; bundled plans: {', '.join(bundled)}")
+    path = Path(source)
+    try:
+        return path.read_text(encoding="utf-8"), str(path)
+    except FileNotFoundError:
+        raise InvalidInput(f"plan file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"cannot read plan file {path}: {exc}") from None
 
 
-@dataclass(frozen=True, slots=True)
-class _Creation:
-    """A validated request to create one entity."""
+def _read_csv(
+    path: str | Path, columns: Sequence[str]
+) -> tuple[str, list[tuple[int, dict[str, str]]]]:
+    """Rows of a UTF-8 (BOM allowed) CSV file with exactly ``columns``, with line numbers."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise InvalidInput(f"file {source} does not exist") from None
+    except UnicodeDecodeError:
+        raise InvalidInput("the file is not UTF-8 text (save it as CSV UTF-8)",
+                           source=source) from None
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {source}: {exc}") from None
+    reader = csv.DictReader(io.StringIO(text))
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    if header != list(columns):
+        missing = [c for c in columns if c not in header]
+        extra = [c for c in header if c not in columns]
+        detail = []
+        if missing:
+            detail.append(f"missing {', '.join(missing)}")
+        if extra:
+            detail.append(f"unknown {', '.join(extra)}")
+        raise InvalidInput(
+            f"the header must be {','.join(columns)}" + (f" ({'; '.join(detail)})"
+                                                        if detail else " in this order"),
+            source=source,
+            line=1,
+        )
+    reader.fieldnames = header
+    rows = []
+    try:
+        for row in reader:
+            if None in row or any(v is None for v in row.values()):
+                raise InvalidInput(f"expected {len(columns)} columns", source=source,
+                                   line=reader.line_num)
+            rows.append((reader.line_num, {k: (v or "").strip() for k, v in row.items()}))
+    except csv.Error as exc:
+        raise InvalidInput(f"not valid CSV: {exc}", source=source, line=reader.line_num) from None
+    if not rows:
+        raise InvalidInput("the file has no rows", source=source)
+    return source, rows
 
-    ref: str
-    workflow: Workflow
-    roles: frozenset[Role]
-    clean: dict[str, Any]
-    initial: str
-    scope: tuple[str, ...]
-    fiscal_year: int | None
-    data_json: str
-    note: str | None
+
+def _at(source: str, line: int, exc: InvalidInput) -> InvalidInput:
+    """The same error, located at ``source:line``."""
+    return InvalidInput(exc.reason, source=source, line=line, field=exc.field)
 
 
-def _split_scope(scope: str) -> tuple[str, ...]:
-    return tuple(s for s in scope.split(";") if s)
+class Engine(EngineCore):
+    """A pdca database, opened: the one public way to read and change it.
 
-
-def _clean_note(note: str | None) -> str | None:
-    if note is None:
-        return None
-    if not isinstance(note, str):
-        raise InvalidData("the note must be text", field="note")
-    note = note.strip()
-    if len(note) > MAX_NOTE:
-        raise InvalidData(f"the note is longer than {MAX_NOTE} characters", field="note")
-    return note or None
-
-
-class Engine:
-    """A pdca database, opened. Create one per process and share it between threads.
+    Create one per process and share it between threads.
 
     >>> engine = Engine.open("sqlite:///pdca.db", migrate=True)  # doctest: +SKIP
-    >>> engine.fire("measure:M-001", "commercialise", actor="kumamoto-staff")  # doctest: +SKIP
+    >>> engine.fire("measure:M-001", "commercialise", actor="staff-kumamoto")  # doctest: +SKIP
     """
 
     def __init__(
@@ -178,1314 +167,590 @@ class Engine:
         *,
         registry: Registry | None = None,
         clock: Clock | None = None,
-        queries: Mapping[str, Any] | None = None,
     ) -> None:
-        self._db = db
-        self._registry = registry or default_registry()
-        self._clock = clock or _utcnow
-        self._queries: dict[str, Any] = dict(queries or {})
-        self._subscribers: list[TransitionCallback] = []
-        self._delivering = threading.local()
-        self._pg = db.dialect.name == "postgresql"
-        self._log = log.get_logger()
-        self._lock_stmt = self._build_lock_statement()
+        self._plan_cache: tuple[str, Plan] | None = None
+        super().__init__(db, registry=registry, clock=clock, queries=queries.build(self._plan_on))
 
-    # ------------------------------------------------------------------ opening
+    # ------------------------------------------------------------------ the plan
 
-    @classmethod
-    def open(
-        cls,
-        url: str = "sqlite:///pdca.db",
-        *,
-        migrate: bool = False,
-        registry: Registry | None = None,
-        lock_timeout: float = database.LOCK_TIMEOUT_S,
-    ) -> Engine:
-        """Open the database at ``url`` (``sqlite:///FILE`` or ``postgresql://...``).
-
-        With ``migrate=True`` the schema is created or upgraded first; otherwise a database
-        without the current schema raises :class:`~pdca.errors.SchemaOutdated`.
-        """
-        db = database.create_engine(url, lock_timeout=lock_timeout)
-        try:
-            if migrate:
-                database.upgrade(db)
-            database.check_schema(db)
-        except BaseException:
-            db.dispose()
-            raise
-        return cls(db, registry=registry)
-
-    def close(self) -> None:
-        """Release every pooled connection."""
-        self._db.dispose()
-
-    def __enter__(self) -> Engine:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @property
-    def registry(self) -> Registry:
-        return self._registry
-
-    @property
-    def dialect(self) -> str:
-        """``sqlite`` or ``postgresql``."""
-        return str(self._db.dialect.name)
-
-    def now(self) -> datetime:
-        """The engine's current time (UTC)."""
-        return self._clock()
-
-    # ------------------------------------------------------------------ internals
-
-    def _build_lock_statement(self) -> sa.Select[Any]:
-        if self._pg:
-            next_seq: Any = sa.func.nextval("audit_seq")
-        else:
-            next_seq = (
-                sa.select(sa.func.coalesce(sa.func.max(_A.c.seq), 0) + 1).scalar_subquery()
-            )
-        stmt = sa.select(
-            _E.c.id,
-            _E.c.workflow,
-            _E.c.state,
-            _E.c.version,
-            _E.c.scope,
-            _E.c.fiscal_year,
-            _E.c.attrs,
-            _E.c.chain_len,
-            _E.c.chain_head,
-            next_seq.label("next_seq"),
-        ).where(_E.c.ref == sa.bindparam("ref"))
-        if self._pg:
-            stmt = stmt.with_for_update()
-        return stmt
-
-    def _lock(self, conn: Connection, ref: str) -> _Locked | None:
-        row = conn.execute(self._lock_stmt, {"ref": ref}).one_or_none()
-        if row is None:
-            return None
-        return _Locked(
-            id=row.id,
-            ref=ref,
-            workflow=self._registry.get(row.workflow),
-            state=row.state,
-            version=row.version,
-            scope=_split_scope(row.scope),
-            fiscal_year=row.fiscal_year,
-            attrs=json.loads(row.attrs),
-            chain_len=row.chain_len,
-            chain_head=row.chain_head,
-            next_seq=int(row.next_seq),
-        )
-
-    def _next_seq(self, conn: Connection) -> int:
-        if self._pg:
-            return int(conn.execute(sa.select(sa.func.nextval("audit_seq"))).scalar_one())
-        value = conn.execute(sa.select(sa.func.coalesce(sa.func.max(_A.c.seq), 0) + 1))
-        return int(value.scalar_one())
-
-    def _actor(self, conn: Connection, actor: str) -> _Actor:
-        if not isinstance(actor, str) or not actor:
-            raise UnknownActor(str(actor), "an actor is required: who is acting?")
-        if actor == SCHEDULER_ACTOR:
-            return _Actor(SCHEDULER_ACTOR, Role.SCHEDULER, None)
-        row = conn.execute(
-            sa.select(_E.c.state, _E.c.attrs).where(_E.c.ref == f"person:{actor}")
-        ).one_or_none()
-        if row is None:
-            raise UnknownActor(actor)
-        if row.state != "active":
-            raise UnknownActor(actor, f"{actor} has been deactivated and may not act")
-        attrs = json.loads(row.attrs)
-        return _Actor(actor, Role(attrs["role"]), attrs.get("municipality"))
-
-    def _append(
-        self,
-        conn: Connection,
-        *,
-        seq: int,
-        ref: str,
-        entity_seq: int,
-        prev_hash: str,
-        kind: str,
-        at: datetime,
-        actor: _Actor | str,
-        trigger: str,
-        from_state: str | None,
-        to_state: str | None,
-        note: str | None,
-        data: str,
-        workflow_version: str,
-        fiscal_year: int | None,
-    ) -> str:
-        actor_id, role = (
-            (actor, SYSTEM_ACTOR) if isinstance(actor, str) else (actor.id, actor.role.value)
-        )
-        digest = audit.entry_hash(
-            seq=seq,
-            ref=ref,
-            entity_seq=entity_seq,
-            kind=kind,
-            at=at,
-            virtual_at=None,
-            actor=actor_id,
-            role=role,
-            fiscal_year=fiscal_year,
-            trigger=trigger,
-            from_state=from_state,
-            to_state=to_state,
-            note=note,
-            data=data,
-            workflow_version=workflow_version,
-            prev_hash=prev_hash,
-        )
-        conn.execute(
-            _A.insert(),
-            {
-                "seq": seq,
-                "ref": ref,
-                "entity_seq": entity_seq,
-                "kind": kind,
-                "at": at,
-                "virtual_at": None,
-                "actor": actor_id,
-                "role": role,
-                "fiscal_year": fiscal_year,
-                "trigger": trigger,
-                "from_state": from_state,
-                "to_state": to_state,
-                "note": note,
-                "data": data,
-                "workflow_version": workflow_version,
-                "prev_hash": prev_hash,
-                "hash": digest,
-            },
-        )
-        return digest
-
-    def _append_to(
-        self,
-        conn: Connection,
-        row: _Locked,
-        *,
-        kind: str,
-        at: datetime,
-        actor: _Actor,
-        trigger: str,
-        to_state: str,
-        note: str | None,
-        data: str,
-        attrs: Mapping[str, Any] | None = None,
-        scope: tuple[str, ...] | None = None,
-    ) -> str:
-        """Append an entry to a locked entity's chain and move its head (and state)."""
-        digest = self._append(
-            conn,
-            seq=row.next_seq,
-            ref=row.ref,
-            entity_seq=row.chain_len + 1,
-            prev_hash=row.chain_head,
-            kind=kind,
-            at=at,
-            actor=actor,
-            trigger=trigger,
-            from_state=row.state,
-            to_state=to_state,
-            note=note,
-            data=data,
-            workflow_version=row.workflow.version,
-            fiscal_year=row.fiscal_year,
-        )
-        values: dict[str, Any] = {
-            "chain_len": row.chain_len + 1,
-            "chain_head": digest,
-            "updated_at": at,
-        }
-        if kind == audit.KIND_TRANSITION:
-            values["state"] = to_state
-            values["version"] = row.version + 1
-            values["overdue_since"] = None
-        elif attrs is not None or scope is not None:
-            values["version"] = row.version + 1
-        if attrs is not None:
-            values["attrs"] = audit.canonical_json(dict(attrs))
-        if scope is not None:
-            values["scope"] = ";".join(scope)
-        result = conn.execute(
-            _E.update()
-            .where(_E.c.id == row.id, _E.c.chain_len == row.chain_len)
-            .values(**values)
-        )
-        if result.rowcount != 1:  # pragma: no cover - the row lock makes this impossible
-            raise ConcurrentTransition(
-                ref=row.ref, trigger=trigger, state=row.state, detail="its row changed under us"
-            )
-        return digest
-
-    @contextlib.contextmanager
-    def _writing(self, ref: str, trigger: str) -> Iterator[Connection]:
-        """A write transaction whose lock conflicts become :class:`ConcurrentTransition`."""
-        try:
-            with database.write_transaction(self._db) as conn:
-                yield conn
-        except sa.exc.DBAPIError as exc:
-            if database.is_lock_conflict(exc) or database.is_unique_violation(exc):
-                raise ConcurrentTransition(
-                    ref=ref,
-                    trigger=trigger,
-                    state="unknown",
-                    detail="another change to it is in progress",
-                ) from exc
-            raise StorageError(
-                f"{trigger} {ref} failed: {database.describe_driver_error(exc)}"
-            ) from exc
-        except sa.exc.SQLAlchemyError as exc:
-            raise StorageError(f"{trigger} {ref} failed: {exc}") from exc
-
-    def _parse(self, ref: str) -> tuple[Ref, Workflow]:
-        if not isinstance(ref, str):
-            raise UnknownReference(str(ref), f"a reference must be text, not {ref!r}")
-        parsed = Ref.parse(ref)
-        return parsed, self._registry.resolve(parsed.kind, parsed.key)
-
-    # ------------------------------------------------------------------ changing state
-
-    def parse_data(self, ref: str, trigger: str, pairs: Mapping[str, str]) -> dict[str, Any]:
-        """Typed data for ``trigger`` from ``KEY=VALUE`` texts (as the CLI's ``--set``)."""
-        parsed, workflow = self._parse(ref)
-        specs = workflow.specs_for(trigger)
-        if not specs:
-            raise UnknownTrigger(str(parsed), trigger, workflow.triggers)
-        return parse_text_fields(specs[0].fields, pairs, what=trigger)
-
-    def fire(
-        self,
-        ref: str,
-        trigger: str,
-        *,
-        actor: str,
-        note: str | None = None,
-        data: Mapping[str, Any] | None = None,
-        expected_version: int | None = None,
-    ) -> Transition:
-        """Fire ``trigger`` on the entity ``ref`` on behalf of ``actor``.
-
-        Returns the :class:`~pdca.Transition` that happened. Raises
-        :class:`~pdca.TransitionNotAllowed`, :class:`~pdca.GuardFailed`,
-        :class:`~pdca.PermissionDenied` (audited), :class:`~pdca.ConcurrentTransition`
-        (another change won; also when ``expected_version`` is given and no longer current)
-        or an :class:`~pdca.InvalidInput` (nothing written).
-        """
-        parsed, workflow = self._parse(ref)
-        ref = str(parsed)
-        specs = workflow.specs_for(trigger) if isinstance(trigger, str) else []
-        if not specs:
-            raise UnknownTrigger(ref, str(trigger), workflow.triggers)
-        clean_note = _clean_note(note)
-        clean = validate_fields(specs[0].fields, data, what=f"{trigger}")
-        data_json = audit.canonical_json(clean)
-
-        refusal: PdcaError | None = None
-        with self._writing(ref, trigger) as conn:
-            row = self._lock(conn, ref)
-            if row is None:
-                raise UnknownReference(ref)
-            who = self._actor(conn, actor)
-            if expected_version is not None and expected_version != row.version:
-                raise ConcurrentTransition(
-                    ref=ref,
-                    trigger=trigger,
-                    state=row.state,
-                    detail=f"it changed since you read it (version {expected_version}, "
-                    f"now {row.version}, {row.state})",
-                )
-            now = self._clock()
-            spec = workflow.spec_from(trigger, row.state) or specs[0]
-            problem = permission_problem(
-                workflow.roles(row.attrs, spec),
-                trigger=trigger,
-                time_based=spec.time_based,
-                actor=who,
-                scope=row.scope,
-            )
-            if problem is not None:
-                refusal = PermissionDenied(
-                    ref=ref,
-                    trigger=trigger,
-                    state=row.state,
-                    actor=who.id,
-                    role=who.role.value,
-                    reason=problem,
-                )
-                self._append_to(
-                    conn,
-                    row,
-                    kind=audit.KIND_REFUSED,
-                    at=now,
-                    actor=who,
-                    trigger=trigger,
-                    to_state=row.state,
-                    note=problem,
-                    data=data_json,
-                )
-            elif workflow.spec_from(trigger, row.state) is None:
-                raise TransitionNotAllowed(
-                    ref=ref,
-                    trigger=trigger,
-                    state=row.state,
-                    allowed=self._allowed(conn, row, who, now, check_guards=False),
-                )
-            else:
-                subject = Subject(
-                    ref=ref,
-                    state=row.state,
-                    attrs=row.attrs,
-                    scope=row.scope,
-                    fiscal_year=row.fiscal_year,
-                    data=clean,
-                    at=now,
-                )
-                reasons = workflow.fire(subject, trigger, _Context(conn, now, self._queries))
-                if reasons:
-                    refusal = GuardFailed(
-                        ref=ref, trigger=trigger, state=row.state, reasons=reasons
-                    )
-                    self._append_to(
-                        conn,
-                        row,
-                        kind=audit.KIND_REFUSED,
-                        at=now,
-                        actor=who,
-                        trigger=trigger,
-                        to_state=row.state,
-                        note="; ".join(reasons),
-                        data=data_json,
-                    )
-                else:
-                    result = self._commit_transition(
-                        conn, row, spec, subject, who, now, clean_note, clean, data_json
-                    )
-        if refusal is not None:
-            if log.enabled():
-                self._log.info(
-                    "refused", ref=ref, trigger=trigger, actor=actor, reason=str(refusal)
-                )
-            raise refusal
-        self._after_commit(result)
-        return result
-
-    def _commit_transition(
-        self,
-        conn: Connection,
-        row: _Locked,
-        spec: TransitionSpec,
-        subject: Subject,
-        who: _Actor,
-        now: datetime,
-        note: str | None,
-        clean: Mapping[str, Any],
-        data_json: str,
-    ) -> Transition:
-        attrs: dict[str, Any] | None = None
-        if spec.effect is not None:
-            attrs = {**row.attrs, **spec.effect(subject)}
-        digest = self._append_to(
-            conn,
-            row,
-            kind=audit.KIND_TRANSITION,
-            at=now,
-            actor=who,
-            trigger=spec.trigger,
-            to_state=subject.state,
-            note=note,
-            data=data_json,
-            attrs=attrs,
-        )
-        result = Transition(
-            seq=row.next_seq,
-            ref=row.ref,
-            workflow=row.workflow.name,
-            trigger=spec.trigger,
-            from_state=row.state,
-            to_state=subject.state,
-            actor=who.id,
-            role=who.role.value,
-            at=now,
-            note=note,
-            data=dict(clean),
-            hash=digest,
-        )
-        if self._subscribers:
-            self._enqueue(conn, result, now)
-        return result
-
-    def _prepare_creation(
-        self, ref: str, data: Mapping[str, Any], note: str | None
-    ) -> _Creation:
-        parsed, workflow = self._parse(ref)
-        ref = str(parsed)
-        create = workflow.spec.create
-        if create is None:
-            raise InvalidInput(f"{workflow.name} entities are not created directly")
-        clean = validate_fields(create.fields, data, what=f"creating {ref}")
-        if create.key_of is not None and create.key_of(clean) != parsed.key:
-            raise InvalidInput(
-                f"{ref} does not match its data: expected {workflow.kind}:{create.key_of(clean)}"
-            )
-        return _Creation(
-            ref=ref,
-            workflow=workflow,
-            roles=create.roles,
-            clean=clean,
-            initial=create.initial(clean),
-            scope=create.scope(clean),
-            fiscal_year=create.fiscal_year(clean),
-            data_json=audit.canonical_json(clean),
-            note=_clean_note(note),
-        )
-
-    def create(
-        self,
-        ref: str,
-        *,
-        actor: str,
-        data: Mapping[str, Any],
-        note: str | None = None,
-    ) -> Transition:
-        """Create the entity ``ref`` from ``data`` (validated by its workflow), audited."""
-        item = self._prepare_creation(ref, data, note)
-        refusal: PermissionDenied | None = None
-        with self._writing(item.ref, "create") as conn:
-            who = self._creator(conn, actor)
-            if conn.execute(sa.select(_E.c.id).where(_E.c.ref == item.ref)).first() is not None:
-                raise DuplicateEntity(item.ref)
-            now = self._clock()
-            problem = permission_problem(
-                item.roles, trigger="create", time_based=False, actor=who, scope=item.scope
-            )
-            seq = self._next_seq(conn)
-            if problem is not None:
-                refusal = PermissionDenied(
-                    ref=item.ref,
-                    trigger="create",
-                    state="none",
-                    actor=who.id,
-                    role=who.role.value,
-                    reason=problem,
-                )
-                self._refuse_creation(conn, who, seq, item.ref, problem, item.data_json, now)
-            else:
-                result = self._insert_entity(conn, item, who, seq, now)
-        if refusal is not None:
-            raise refusal
-        self._after_commit(result)
-        return result
-
-    def create_many(
-        self,
-        items: Sequence[tuple[str, Mapping[str, Any]]],
-        *,
-        actor: str,
-        note: str | None = None,
-        skip_existing: bool = False,
-    ) -> list[Transition]:
-        """Create several entities in one transaction: all of them or none.
-
-        Every item is validated before anything is written; a refusal of any item
-        (permission, duplicate) writes nothing. With ``skip_existing`` an entity that
-        exists already is left alone instead (for idempotent set-up such as opening a
-        fiscal year).
-        """
-        prepared = [self._prepare_creation(ref, data, note) for ref, data in items]
-        seen: set[str] = set()
-        for item in prepared:
-            if item.ref in seen:
-                raise DuplicateEntity(item.ref)
-            seen.add(item.ref)
-        results: list[Transition] = []
-        with self._writing("(many)", "create") as conn:
-            who = self._creator(conn, actor)
-            existing = self._existing_refs(conn, [i.ref for i in prepared])
-            if existing and not skip_existing:
-                raise DuplicateEntity(sorted(existing)[0])
-            now = self._clock()
-            for item in prepared:
-                if item.ref in existing:
-                    continue
-                problem = permission_problem(
-                    item.roles, trigger="create", time_based=False, actor=who, scope=item.scope
-                )
-                if problem is not None:
-                    raise PermissionDenied(
-                        ref=item.ref,
-                        trigger="create",
-                        state="none",
-                        actor=who.id,
-                        role=who.role.value,
-                        reason=problem,
-                    )
-                results.append(self._insert_entity(conn, item, who, self._next_seq(conn), now))
-        if log.enabled():
-            self._log.info("created", count=len(results), actor=actor)
-        if self._subscribers:
-            self.deliver_pending()
-        return results
-
-    def _existing_refs(self, conn: Connection, refs: Sequence[str]) -> set[str]:
-        found: set[str] = set()
-        for start in range(0, len(refs), 500):
-            chunk = list(refs[start : start + 500])
-            found.update(
-                r.ref for r in conn.execute(sa.select(_E.c.ref).where(_E.c.ref.in_(chunk)))
-            )
-        return found
-
-    def _creator(self, conn: Connection, actor: str) -> _Actor:
-        if actor == SYSTEM_ACTOR:
-            return _Actor(SYSTEM_ACTOR, Role.ADMIN, None)
-        return self._actor(conn, actor)
-
-    def _insert_entity(
-        self, conn: Connection, item: _Creation, who: _Actor, seq: int, now: datetime
-    ) -> Transition:
-        digest = self._append(
-            conn,
-            seq=seq,
-            ref=item.ref,
-            entity_seq=1,
-            prev_hash=audit.GENESIS,
-            kind=audit.KIND_CREATE,
-            at=now,
-            actor=who.id if who.id == SYSTEM_ACTOR else who,
-            trigger="create",
-            from_state=None,
-            to_state=item.initial,
-            note=item.note,
-            data=item.data_json,
-            workflow_version=item.workflow.version,
-            fiscal_year=item.fiscal_year,
-        )
-        entity_id = conn.execute(
-            _E.insert().returning(_E.c.id),
-            {
-                "ref": item.ref,
-                "workflow": item.workflow.name,
-                "state": item.initial,
-                "version": 1,
-                "scope": ";".join(item.scope),
-                "fiscal_year": item.fiscal_year,
-                "attrs": item.data_json,
-                "overdue_since": None,
-                "chain_len": 1,
-                "chain_head": digest,
-                "created_at": now,
-                "updated_at": now,
-            },
-        ).scalar_one()
-        if item.scope:
+    def _plan_on(self, conn: Connection) -> Plan:
+        rows = dict(
             conn.execute(
-                _S.insert(), [{"entity_id": entity_id, "municipality": m} for m in item.scope]
-            )
-        result = Transition(
-            seq=seq,
-            ref=item.ref,
-            workflow=item.workflow.name,
-            trigger="create",
-            from_state=None,
-            to_state=item.initial,
-            actor=who.id,
-            role=who.role.value,
-            at=now,
-            note=item.note,
-            data=item.clean,
-            hash=digest,
+                sa.select(_SET.c.key, _SET.c.value).where(
+                    _SET.c.key.in_(("plan_digest", "plan_toml", "plan_source"))
+                )
+            ).all()
         )
-        if self._subscribers:
-            self._enqueue(conn, result, now)
-        return result
+        if "plan_toml" not in rows:
+            raise InvalidInput("no plan is loaded: run `pdca init --plan kumamoto` "
+                               "(or engine.load_plan)")
+        digest = rows["plan_digest"]
+        if self._plan_cache is None or self._plan_cache[0] != digest:
+            plan = Plan.from_toml_text(rows["plan_toml"], source=rows["plan_source"])
+            self._plan_cache = (digest, plan)
+        return self._plan_cache[1]
 
-    def _refuse_creation(
-        self,
-        conn: Connection,
-        who: _Actor,
-        seq: int,
-        ref: str,
-        problem: str,
-        data_json: str,
-        now: datetime,
-    ) -> None:
-        """Audit a refused creation on the acting person's own chain (the target has none)."""
-        row = self._lock(conn, f"person:{who.id}")
-        if row is None:
-            return
-        row.next_seq = seq
-        self._append_to(
-            conn,
-            row,
-            kind=audit.KIND_REFUSED,
-            at=now,
-            actor=who,
-            trigger="create",
-            to_state=row.state,
-            note=f"create {ref}: {problem}",
-            data=data_json,
-        )
-
-    def record(
-        self,
-        ref: str,
-        name: str,
-        *,
-        actor: str,
-        data: Mapping[str, Any],
-        roles: frozenset[Role],
-        note: str | None = None,
-        attrs: Mapping[str, Any] | None = None,
-        scope: tuple[str, ...] | None = None,
-        write: Callable[[Connection, int], None] | None = None,
-    ) -> Transition:
-        """Record data about an entity without changing its state (audited, one transaction).
-
-        ``write(conn, entity_id)`` may write domain rows in the same transaction. Library
-        code builds on this (evaluations, role changes); it checks ``roles`` and scope.
-        """
-        parsed, _ = self._parse(ref)
-        ref = str(parsed)
-        clean_note = _clean_note(note)
-        data_json = audit.canonical_json(dict(data))
-        refusal: PermissionDenied | None = None
-        with self._writing(ref, name) as conn:
-            row = self._lock(conn, ref)
-            if row is None:
-                raise UnknownReference(ref)
-            who = self._actor(conn, actor)
-            now = self._clock()
-            problem = permission_problem(
-                roles, trigger=name, time_based=False, actor=who, scope=row.scope
-            )
-            if problem is not None:
-                refusal = PermissionDenied(
-                    ref=ref,
-                    trigger=name,
-                    state=row.state,
-                    actor=who.id,
-                    role=who.role.value,
-                    reason=problem,
-                )
-                self._append_to(
-                    conn,
-                    row,
-                    kind=audit.KIND_REFUSED,
-                    at=now,
-                    actor=who,
-                    trigger=name,
-                    to_state=row.state,
-                    note=problem,
-                    data=data_json,
-                )
-            else:
-                if write is not None:
-                    write(conn, row.id)
-                new_attrs = None if attrs is None else {**row.attrs, **attrs}
-                digest = self._append_to(
-                    conn,
-                    row,
-                    kind=audit.KIND_RECORD,
-                    at=now,
-                    actor=who,
-                    trigger=name,
-                    to_state=row.state,
-                    note=clean_note,
-                    data=data_json,
-                    attrs=new_attrs,
-                    scope=scope,
-                )
-                if scope is not None:
-                    conn.execute(_S.delete().where(_S.c.entity_id == row.id))
-                    if scope:
-                        conn.execute(
-                            _S.insert(), [{"entity_id": row.id, "municipality": m} for m in scope]
-                        )
-                result = Transition(
-                    seq=row.next_seq,
-                    ref=ref,
-                    workflow=row.workflow.name,
-                    trigger=name,
-                    from_state=row.state,
-                    to_state=row.state,
-                    actor=who.id,
-                    role=who.role.value,
-                    at=now,
-                    note=clean_note,
-                    data=dict(data),
-                    hash=digest,
-                )
-        if refusal is not None:
-            raise refusal
-        if log.enabled():
-            self._log.info("recorded", ref=ref, record=name, actor=actor, seq=result.seq)
-        return result
-
-    # ------------------------------------------------------------------ people
-
-    def bootstrap_admin(self, person_id: str, *, name: str = "") -> Person:
-        """Register the first administrator; refused once any administrator exists."""
-        person = Person(id=person_id, role=Role.ADMIN, name=name)
-        with database.storage_errors("reading people"), database.read_transaction(
+    @property
+    def plan(self) -> Plan:
+        """The plan in force (raises :class:`InvalidInput` when none is loaded)."""
+        with database.storage_errors("reading the plan"), database.read_transaction(
             self._db
         ) as conn:
-            rows = conn.execute(
-                sa.select(_E.c.attrs).where(_E.c.workflow == "person", _E.c.state == "active")
-            ).all()
-        if any(json.loads(r.attrs).get("role") == Role.ADMIN.value for r in rows):
-            raise InvalidInput(
-                "an administrator exists already; ask them to register new people"
-            )
-        self.create(
-            f"person:{person_id}",
-            actor=SYSTEM_ACTOR,
-            data={"role": Role.ADMIN.value, "name": name} if name else {"role": "admin"},
-        )
-        return person
+            return self._plan_on(conn)
 
-    def add_person(
+    def load_plan(self, source: str | Path = "kumamoto", *, actor: str) -> Plan:
+        """Load (or reload) the plan file ``source`` — a bundled name or a path — audited.
+
+        The plan's members are stored with the fiscal years of their membership. Loading
+        the same content again changes nothing; a database holds one plan.
+        """
+        text, label = _read_plan_text(source)
+        plan = Plan.from_toml_text(text, source=label)
+        digest = plan.digest
+        ref = f"plan:{plan.id}"
+
+        with database.storage_errors("reading the plan"), database.read_transaction(
+            self._db
+        ) as conn:
+            current = dict(
+                conn.execute(
+                    sa.select(_SET.c.key, _SET.c.value).where(
+                        _SET.c.key.in_(("plan_id", "plan_digest"))
+                    )
+                ).all()
+            )
+        if current.get("plan_id") not in (None, plan.id):
+            raise InvalidInput(
+                f"this database holds plan {current['plan_id']!r}, not {plan.id!r}"
+            )
+        if current.get("plan_digest") == digest:
+            return plan
+
+        def store(conn: Connection, _entity_id: int) -> None:
+            for key, value in (("plan_id", plan.id), ("plan_digest", digest),
+                               ("plan_toml", text), ("plan_source", label)):
+                conn.execute(_SET.delete().where(_SET.c.key == key))
+                conn.execute(_SET.insert(), {"key": key, "value": value})
+            conn.execute(_M.delete())
+            conn.execute(
+                _M.insert(),
+                [
+                    {"code": m.code, "name_ja": m.name_ja, "name_en": m.name_en,
+                     "joined": m.joined, "left": m.left}
+                    for m in plan.members
+                ],
+            )
+
+        data = {"digest": digest, "source": label, "name_ja": plan.name_ja,
+                "name_en": plan.name_en}
+        if "plan_id" not in current:
+            self.create(ref, actor=actor, data=data, write=store)
+        else:
+            self.record(ref, "load_plan", actor=actor, data=data,
+                        roles=frozenset({Role.ADMIN}), attrs=data, write=store)
+        self._plan_cache = (digest, plan)
+        return plan
+
+    # ------------------------------------------------------------------ cycles
+
+    def open_fiscal_year(self, fiscal_year: int, *, actor: str = "scheduler") -> list[Transition]:
+        """Create the cycles of ``fiscal_year``: one per member of that year, and the region's.
+
+        Safe to run again: cycles that exist are left alone. Returns the creations.
+        """
+        plan = self.plan
+        if not isinstance(fiscal_year, int) or not 1990 <= fiscal_year <= 2999:
+            raise InvalidInput(f"not a fiscal year: {fiscal_year!r}", field="fiscal_year")
+        items: list[tuple[str, Mapping[str, Any]]] = [
+            (f"cycle:{m.code}:{fiscal_year}", {"municipality": m.code, "fiscal_year": fiscal_year})
+            for m in plan.members_of(fiscal_year)
+        ]
+        items.append((f"cycle:region:{fiscal_year}", {"fiscal_year": fiscal_year}))
+        return self.create_many(items, actor=actor, skip_existing=True)
+
+    def cycles(self, fiscal_year: int) -> list[EntityView]:
+        """The cycles of ``fiscal_year``: the region's first, then the members' by code."""
+        views = self.entities(workflow="regional_cycle", fiscal_year=fiscal_year)
+        return views + self.entities(workflow="municipal_cycle", fiscal_year=fiscal_year)
+
+    # ------------------------------------------------------------------ listing
+
+    def entities(
         self,
-        person_id: str,
         *,
-        role: str | Role,
+        workflow: str,
+        fiscal_year: int | None = None,
+        municipality: str | None = None,
+        state: str | None = None,
+    ) -> list[EntityView]:
+        """Entities of ``workflow``, filtered, by reference (no ``allowed`` computed)."""
+        wf = self._registry.get(workflow)
+        if state is not None and state not in wf.states:
+            raise InvalidInput(
+                f"{workflow} has no state {state!r}; its states are {', '.join(wf.states)}",
+                field="state",
+            )
+        stmt = sa.select(_E).where(_E.c.workflow == workflow).order_by(_E.c.ref)
+        if fiscal_year is not None:
+            stmt = stmt.where(_E.c.fiscal_year == fiscal_year)
+        if state is not None:
+            stmt = stmt.where(_E.c.state == state)
+        if municipality is not None:
+            stmt = stmt.where(
+                _E.c.id.in_(sa.select(_S.c.entity_id).where(_S.c.municipality == municipality))
+            )
+        with database.storage_errors(f"listing {workflow}"), database.read_transaction(
+            self._db
+        ) as conn:
+            rows = conn.execute(stmt).all()
+        return [
+            EntityView(
+                ref=r.ref,
+                workflow=workflow,
+                state=r.state,
+                state_label=wf.state_label(r.state),
+                version=r.version,
+                scope=tuple(s for s in r.scope.split(";") if s),
+                fiscal_year=r.fiscal_year,
+                attrs=json.loads(r.attrs),
+                overdue=r.overdue_since is not None,
+                allowed=(),
+                blocked={},
+            )
+            for r in rows
+        ]
+
+    # ------------------------------------------------------------------ measures
+
+    def import_measures(self, path: str | Path, *, actor: str) -> ImportResult:
+        """Import measures from CSV (columns ``code,municipality,title_ja,...,target``).
+
+        All or nothing: one bad row (named by line and field) and nothing is written.
+        """
+        plan = self.plan
+        source, rows = _read_csv(path, MEASURE_COLUMNS)
+        members = {m.code for m in plan.members}
+        areas = {a.id for a in plan.policy_areas}
+        projects = {p.id for p in plan.priority_projects}
+        items: list[tuple[str, Mapping[str, Any]]] = []
+        lines: dict[str, int] = {}
+        for line, row in rows:
+            try:
+                code = row["code"]
+                if not _CODE_RE.match(code):
+                    raise InvalidData(f"measure code {code!r} is not valid", field="code")
+                if code in lines:
+                    raise InvalidData(
+                        f"measure code {code} appears twice (first on line {lines[code]})",
+                        field="code",
+                    )
+                lines[code] = line
+                owners = [c.strip() for c in row["municipality"].split(";") if c.strip()]
+                if not owners:
+                    raise InvalidData("a measure needs its municipality", field="municipality")
+                for owner in owners:
+                    try:
+                        validate_municipality_code(owner)
+                    except InvalidInput as exc:
+                        raise InvalidData(exc.reason, field="municipality") from None
+                    if owner not in members:
+                        raise InvalidData(f"{owner} is not a member of plan {plan.id}",
+                                          field="municipality")
+                if row["policy_area"] and areas and row["policy_area"] not in areas:
+                    raise InvalidData(
+                        f"unknown policy area {row['policy_area']!r}; the plan's are "
+                        + ", ".join(sorted(areas)),
+                        field="policy_area",
+                    )
+                if row["priority_project"] and row["priority_project"] not in projects:
+                    raise InvalidData(
+                        f"unknown priority project {row['priority_project']!r}; the plan's are "
+                        + ", ".join(sorted(projects)),
+                        field="priority_project",
+                    )
+                if row["leading"].lower() not in ("", "true", "false"):
+                    raise InvalidData("leading must be true or false", field="leading")
+                data: dict[str, Any] = {
+                    "municipalities": owners,
+                    "title_ja": row["title_ja"],
+                    "kind": row["kind"],
+                    "leading": row["leading"].lower() == "true",
+                }
+                for key in ("title_en", "policy_area", "priority_project", "indicator", "unit"):
+                    if row[key]:
+                        data[key] = row[key]
+                if row["target"]:
+                    try:
+                        data["target"] = float(row["target"])
+                    except ValueError:
+                        raise InvalidData(f"target must be a number, not {row['target']!r}",
+                                          field="target") from None
+                ref = f"measure:{code}"
+                self._prepare_creation(ref, data, None)  # validate now, with the line
+            except InvalidInput as exc:
+                raise _at(source, line, exc) from None
+            items.append((ref, data))
+        with database.storage_errors("checking measures"), database.read_transaction(
+            self._db
+        ) as conn:
+            existing = self._existing_refs(conn, [ref for ref, _ in items])
+        if existing:
+            ref = sorted(existing, key=lambda r: lines[r.split(":", 1)[1]])[0]
+            code = ref.split(":", 1)[1]
+            raise InvalidInput(f"measure {code} exists already", source=source,
+                               line=lines[code], field="code")
+        created = self.create_many(items, actor=actor, note=f"imported from {Path(source).name}")
+        return ImportResult(created=len(created), changed=0, unchanged=0)
+
+    # ------------------------------------------------------------------ evaluations
+
+    def evaluate(
+        self,
+        measure: str,
+        *,
+        fiscal_year: int,
+        rating: str,
+        actor: str,
+        actual: float | None = None,
+        comment: str = "",
+    ) -> Transition:
+        """Record (or correct) a measure's evaluation for ``fiscal_year``, audited."""
+        plan = self.plan
+        if rating not in plan.rating_ids:
+            raise InvalidData(
+                f"rating must be one of {', '.join(plan.rating_ids)}, not {rating!r}",
+                field="rating",
+            )
+        if actual is not None and (isinstance(actual, bool)
+                                   or not isinstance(actual, (int, float))):
+            raise InvalidData(f"actual must be a number, not {actual!r}", field="actual")
+        if not isinstance(comment, str):
+            raise InvalidData("comment must be text", field="comment")
+        view = self.get(measure)
+        if view.workflow != "measure":
+            raise UnknownReference(measure, f"{measure} is not a measure")
+        ended = view.attrs.get("ended_fy")
+        if ended is not None and ended < fiscal_year:
+            raise InvalidInput(
+                f"{measure} ended in FY{ended}; it has no evaluation for FY{fiscal_year}",
+                field="fiscal_year",
+            )
+        data = {"fiscal_year": fiscal_year, "rating": rating, "actual": actual,
+                "comment": comment.strip()}
+
+        def write(conn: Connection, entity_id: int) -> None:
+            conn.execute(sa.delete(_V).where(_V.c.entity_id == entity_id,
+                                            _V.c.fiscal_year == fiscal_year))
+            conn.execute(
+                _V.insert(),
+                {"entity_id": entity_id, "fiscal_year": fiscal_year, "rating": rating,
+                 "actual": None if actual is None else float(actual),
+                 "comment": comment.strip(), "recorded_by": actor,
+                 "recorded_at": self._clock()},
+            )
+
+        return self.record(measure, "evaluate", actor=actor, data=data, roles=STAFF,
+                           write=write)
+
+    def evaluations(
+        self, *, fiscal_year: int, municipality: str | None = None
+    ) -> list[EvaluationRecord]:
+        """The evaluations of ``fiscal_year`` (of one municipality's measures, if given)."""
+        stmt = (
+            sa.select(_E.c.ref, _V)
+            .join(_V, _V.c.entity_id == _E.c.id)
+            .where(_V.c.fiscal_year == fiscal_year)
+            .order_by(_E.c.ref)
+        )
+        if municipality is not None:
+            stmt = stmt.where(
+                _E.c.id.in_(sa.select(_S.c.entity_id).where(_S.c.municipality == municipality))
+            )
+        with database.storage_errors("reading evaluations"), database.read_transaction(
+            self._db
+        ) as conn:
+            rows = conn.execute(stmt).all()
+        return [
+            EvaluationRecord(measure=r.ref, fiscal_year=r.fiscal_year, rating=r.rating,
+                             actual=r.actual, comment=r.comment, recorded_by=r.recorded_by,
+                             recorded_at=r.recorded_at)
+            for r in rows
+        ]
+
+    def evaluate_priority_project(
+        self,
+        project: str,
+        *,
+        fiscal_year: int,
+        rating: str,
+        actor: str,
+        comment: str = "",
+    ) -> Transition:
+        """Record the region's evaluation of a priority project (重点事業) for ``fiscal_year``."""
+        plan = self.plan
+        ids = [p.id for p in plan.priority_projects]
+        if project not in ids:
+            raise InvalidData(f"unknown priority project {project!r}; the plan's are "
+                              + ", ".join(ids), field="project")
+        if rating not in plan.rating_ids:
+            raise InvalidData(
+                f"rating must be one of {', '.join(plan.rating_ids)}, not {rating!r}",
+                field="rating",
+            )
+        entry = {"rating": rating, "comment": comment.strip()}
+
+        def merge(attrs: Mapping[str, Any]) -> Mapping[str, Any]:
+            done = dict(attrs.get("priority_evaluations", {}))
+            done[project] = entry
+            return {"priority_evaluations": done}
+
+        return self.record(
+            f"cycle:region:{fiscal_year}",
+            "evaluate_priority_project",
+            actor=actor,
+            data={"project": project, **entry},
+            roles=SECRETARIAT,
+            attrs=merge,
+        )
+
+    # ------------------------------------------------------------------ meetings
+
+    def _next_key(self, prefix: str) -> int:
+        with database.storage_errors("numbering"), database.read_transaction(self._db) as conn:
+            refs = conn.execute(sa.select(_E.c.ref).where(_E.c.ref.startswith(prefix))).all()
+        numbers = [int(n) for (r,) in refs if (n := r[len(prefix):]).isdigit()]
+        return max(numbers, default=0) + 1
+
+    def _create_numbered(
+        self, prefix: str, data: Mapping[str, Any], actor: str, note: str | None = None
+    ) -> str:
+        for _ in range(5):  # another writer may take the same number: take the next
+            ref = f"{prefix}{self._next_key(prefix)}"
+            try:
+                self.create(ref, actor=actor, data=data, note=note)
+            except DuplicateEntity:
+                continue
+            return ref
+        raise PdcaError(f"could not number a new {prefix.split(':')[0]}; try again")
+
+    def schedule_meeting(
+        self,
+        kind: str,
+        *,
+        fiscal_year: int,
+        on: date | str,
         actor: str,
         municipality: str | None = None,
-        name: str = "",
-        email: str | None = None,
-    ) -> Person:
-        """Register someone who may act (administrators only)."""
-        person = Person(
-            id=person_id,
-            role=Role.parse(str(role)),
-            municipality=municipality,
-            name=name,
-            email=email,
-        )
-        data: dict[str, Any] = {"role": person.role.value}
+        title: str | None = None,
+    ) -> str:
+        """Plan a meeting; returns its new reference, e.g. ``meeting:2025-liaison_council-1``."""
+        if kind not in MEETING_KINDS:
+            raise InvalidData(f"unknown meeting kind {kind!r}; the kinds are "
+                              + ", ".join(MEETING_KINDS), field="kind")
+        data: dict[str, Any] = {"kind": kind, "fiscal_year": fiscal_year,
+                                "date": on.isoformat() if isinstance(on, date) else on}
         if municipality:
             data["municipality"] = municipality
-        if name:
-            data["name"] = name
-        if email:
-            data["email"] = email
-        self.create(f"person:{person_id}", actor=actor, data=data)
-        return person
+        if title:
+            data["title"] = title
+        return self._create_numbered(f"meeting:{fiscal_year}-{kind}-", data, actor)
 
-    def change_role(
+    def add_advice(
+        self, meeting: str, text: str, *, actor: str, member: str | None = None
+    ) -> str:
+        """Record advice (助言) given at a held advisory committee; returns ``advice:ID``."""
+        view = self.get(meeting)
+        if view.workflow != "meeting" or view.attrs.get("kind") != "advisory_committee":
+            raise InvalidInput(f"{meeting} is not an advisory committee meeting")
+        if view.state not in ("held", "minutes_recorded"):
+            raise InvalidInput(f"{meeting} has not been held; advice comes from a held meeting")
+        fy = int(view.attrs["fiscal_year"])
+        data: dict[str, Any] = {"meeting": view.ref, "fiscal_year": fy, "text": text}
+        if member:
+            data["member"] = member
+        return self._create_numbered(f"advice:{fy}-", data, actor)
+
+    def propose_project(
         self,
-        person_id: str,
+        title_ja: str,
         *,
-        role: str | Role,
+        fiscal_year: int,
         actor: str,
-        municipality: str | None = None,
-        note: str | None = None,
-    ) -> Person:
-        """Give someone another role (and municipality), audited on their chain."""
-        current = self.person(person_id)
-        person = Person(
-            id=person_id,
-            role=Role.parse(str(role)),
-            municipality=municipality,
-            name=current.name,
-            email=current.email,
-        )
-        self.record(
-            f"person:{person_id}",
-            "change_role",
-            actor=actor,
-            data={"role": person.role.value, "municipality": municipality},
-            roles=frozenset({Role.ADMIN}),
-            note=note,
-            attrs={"role": person.role.value, "municipality": municipality},
-            scope=(municipality,) if municipality else (),
-        )
-        return person
+        title_en: str | None = None,
+        meeting: str | None = None,
+    ) -> str:
+        """Set up a theme project (テーマ別プロジェクト) of the staff meeting; returns its ref."""
+        data: dict[str, Any] = {"title_ja": title_ja, "fiscal_year": fiscal_year}
+        if title_en:
+            data["title_en"] = title_en
+        if meeting:
+            view = self.get(meeting)
+            if view.workflow != "meeting" or view.attrs.get("kind") != "staff_meeting":
+                raise InvalidInput(f"{meeting} is not a staff meeting")
+            data["meeting"] = view.ref
+        return self._create_numbered(f"project:{fiscal_year}-", data, actor)
 
-    def person(self, person_id: str) -> Person:
-        """The registered person ``person_id``."""
-        view = self._read_entity(f"person:{person_id}")
-        if view is None:
-            raise UnknownActor(person_id)
-        attrs = json.loads(view.attrs)
-        return Person(
-            id=person_id,
-            role=Role(attrs["role"]),
-            municipality=attrs.get("municipality"),
-            name=attrs.get("name", ""),
-            email=attrs.get("email"),
-            active=view.state == "active",
-        )
+    # ------------------------------------------------------------------ emissions
 
-    def people(self) -> list[Person]:
-        """Everyone registered, active or not, by id."""
-        with database.storage_errors("reading people"), database.read_transaction(
+    def import_emissions(self, path: str | Path, *, actor: str) -> ImportResult:
+        """Import emission values from CSV (``municipality,year,sector,value_t_co2,status``).
+
+        New values are created; a value whose status moves on (preliminary → estimated →
+        final) or that is corrected before it is final fires the matching transition. A
+        final value is changed only by ``revise`` (with a reason), never by an import.
+        All or nothing.
+        """
+        plan = self.plan
+        source, rows = _read_csv(path, EMISSION_COLUMNS)
+        members = {m.code for m in plan.members}
+        sectors = set(plan.sector_ids)
+        parsed: list[tuple[int, str, dict[str, Any]]] = []
+        seen: dict[str, int] = {}
+        for line, row in rows:
+            try:
+                code = row["municipality"]
+                try:
+                    validate_municipality_code(code)
+                except InvalidInput as exc:
+                    raise InvalidData(exc.reason, field="municipality") from None
+                if code not in members:
+                    raise InvalidData(f"{code} is not a member of plan {plan.id}",
+                                      field="municipality")
+                try:
+                    year = int(row["year"])
+                except ValueError:
+                    raise InvalidData(f"year must be a whole number, not {row['year']!r}",
+                                      field="year") from None
+                if row["sector"] not in sectors:
+                    raise InvalidData(
+                        f"unknown sector {row['sector']!r}; the plan's sectors are "
+                        + ", ".join(plan.sector_ids),
+                        field="sector",
+                    )
+                try:
+                    value = float(row["value_t_co2"])
+                except ValueError:
+                    raise InvalidData(
+                        f"value_t_co2 must be a number, not {row['value_t_co2']!r}",
+                        field="value_t_co2",
+                    ) from None
+                if not value >= 0 or value == float("inf"):
+                    raise InvalidData(f"value_t_co2 must be a finite number >= 0, not {value}",
+                                      field="value_t_co2")
+                if row["status"] not in STATUSES:
+                    raise InvalidData(f"status must be one of {', '.join(STATUSES)}, not "
+                                      f"{row['status']!r}", field="status")
+                ref = f"emissions:{code}:{year}:{row['sector']}"
+                if ref in seen:
+                    raise InvalidData(f"{ref} appears twice (first on line {seen[ref]})",
+                                      field="sector")
+                seen[ref] = line
+                data: dict[str, Any] = {"municipality": code, "year": year,
+                                        "sector": row["sector"], "value_t_co2": value,
+                                        "status": row["status"]}
+                self._prepare_creation(ref, data, None)
+            except InvalidInput as exc:
+                raise _at(source, line, exc) from None
+            parsed.append((line, ref, data))
+
+        with database.storage_errors("reading emissions"), database.read_transaction(
             self._db
         ) as conn:
-            rows = conn.execute(
-                sa.select(_E.c.ref, _E.c.state, _E.c.attrs)
-                .where(_E.c.workflow == "person")
-                .order_by(_E.c.ref)
-            ).all()
-        result = []
-        for r in rows:
-            attrs = json.loads(r.attrs)
-            result.append(
-                Person(
-                    id=r.ref.split(":", 1)[1],
-                    role=Role(attrs["role"]),
-                    municipality=attrs.get("municipality"),
-                    name=attrs.get("name", ""),
-                    email=attrs.get("email"),
-                    active=r.state == "active",
+            current = {
+                r.ref: (r.state, json.loads(r.attrs).get("value_t_co2"))
+                for start in range(0, len(parsed), 500)
+                for r in conn.execute(
+                    sa.select(_E.c.ref, _E.c.state, _E.c.attrs).where(
+                        _E.c.ref.in_([ref for _, ref, _ in parsed[start:start + 500]])
+                    )
                 )
-            )
-        return result
-
-    # ------------------------------------------------------------------ reading
-
-    def _read_entity(self, ref: str) -> Any:
-        with database.storage_errors(f"reading {ref}"), database.read_transaction(
-            self._db
-        ) as conn:
-            return conn.execute(sa.select(_E).where(_E.c.ref == ref)).one_or_none()
-
-    def _allowed(
-        self,
-        conn: Connection,
-        row: _Locked,
-        who: _Actor | None,
-        now: datetime,
-        *,
-        check_guards: bool,
-    ) -> tuple[str, ...]:
-        allowed, _ = self._allowed_and_blocked(conn, row, who, now, check_guards=check_guards)
-        return allowed
-
-    def _allowed_and_blocked(
-        self,
-        conn: Connection,
-        row: _Locked,
-        who: _Actor | None,
-        now: datetime,
-        *,
-        check_guards: bool,
-    ) -> tuple[tuple[str, ...], dict[str, tuple[str, ...]]]:
-        allowed: list[str] = []
-        blocked: dict[str, tuple[str, ...]] = {}
-        context = _Context(conn, now, self._queries)
-        for trigger in row.workflow.triggers_from(row.state):
-            spec = row.workflow.spec_from(trigger, row.state)
-            assert spec is not None
-            if who is not None and permission_problem(
-                row.workflow.roles(row.attrs, spec),
-                trigger=trigger,
-                time_based=spec.time_based,
-                actor=who,
-                scope=row.scope,
-            ):
-                continue
-            if check_guards and spec.guards:
-                subject = Subject(
-                    ref=row.ref,
-                    state=row.state,
-                    attrs=row.attrs,
-                    scope=row.scope,
-                    fiscal_year=row.fiscal_year,
-                )
-                reasons = row.workflow.check_guards(subject, trigger, context)
-                if reasons:
-                    blocked[trigger] = tuple(reasons)
-                    continue
-            allowed.append(trigger)
-        return tuple(allowed), blocked
-
-    def get(self, ref: str, *, actor: str | None = None) -> EntityView:
-        """The entity ``ref`` now: state, version, overdue, and what ``actor`` may fire.
-
-        Without ``actor``, ``allowed`` lists every trigger the state and guards allow.
-        """
-        parsed, workflow = self._parse(ref)
-        ref = str(parsed)
-        with database.storage_errors(f"reading {ref}"), database.read_transaction(
-            self._db
-        ) as conn:
-            row = conn.execute(sa.select(_E).where(_E.c.ref == ref)).one_or_none()
-            if row is None:
-                raise UnknownReference(ref)
-            who = None if actor is None else self._actor(conn, actor)
-            locked = _Locked(
-                id=row.id,
-                ref=ref,
-                workflow=workflow,
-                state=row.state,
-                version=row.version,
-                scope=_split_scope(row.scope),
-                fiscal_year=row.fiscal_year,
-                attrs=json.loads(row.attrs),
-                chain_len=row.chain_len,
-                chain_head=row.chain_head,
-                next_seq=0,
-            )
-            allowed, blocked = self._allowed_and_blocked(
-                conn, locked, who, self._clock(), check_guards=True
-            )
-        return EntityView(
-            ref=ref,
-            workflow=workflow.name,
-            state=row.state,
-            state_label=workflow.state_label(row.state),
-            version=row.version,
-            scope=locked.scope,
-            fiscal_year=row.fiscal_year,
-            attrs=locked.attrs,
-            overdue=row.overdue_since is not None,
-            allowed=allowed,
-            blocked=blocked,
-        )
-
-    def history(self, ref: str) -> list[AuditEntry]:
-        """Every audit entry of ``ref``, oldest first."""
-        parsed, _ = self._parse(ref)
-        ref = str(parsed)
-        with database.storage_errors(f"reading the history of {ref}"), database.read_transaction(
-            self._db
-        ) as conn:
-            if conn.execute(sa.select(_E.c.id).where(_E.c.ref == ref)).first() is None:
-                raise UnknownReference(ref)
-            rows = conn.execute(
-                sa.select(_A).where(_A.c.ref == ref).order_by(_A.c.entity_seq)
-            ).all()
-        return [_entry(r) for r in rows]
-
-    def audit_log(
-        self,
-        *,
-        ref: str | None = None,
-        actor: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        batch: int = 2000,
-    ) -> Iterator[AuditEntry]:
-        """The audit log in sequence order, filtered; streamed in batches."""
-        last = 0
-        while True:
-            stmt = sa.select(_A).where(_A.c.seq > last).order_by(_A.c.seq).limit(batch)
-            if ref is not None:
-                stmt = stmt.where(_A.c.ref == ref)
-            if actor is not None:
-                stmt = stmt.where(_A.c.actor == actor)
-            if since is not None:
-                stmt = stmt.where(_A.c.at >= since)
-            if until is not None:
-                stmt = stmt.where(_A.c.at < until)
-            with database.storage_errors("reading the audit log"), database.read_transaction(
-                self._db
-            ) as conn:
-                rows = conn.execute(stmt).all()
-            if not rows:
-                return
-            for r in rows:
-                yield _entry(r)
-            last = rows[-1].seq
-
-    # ------------------------------------------------------------------ audit
-
-    def verify_audit(self, *, expect_digest: str | None = None) -> VerifyReport:
-        """Recompute every hash and chain; name the first entry edited, removed, inserted
-        or reordered, and any entity whose state its log does not explain.
-
-        ``expect_digest`` is a checkpoint digest kept outside the database: the report then
-        also says whether history up to that checkpoint is unchanged.
-        """
-        verifier = audit.Verifier()
-        digests: set[str] = set()
-        with database.storage_errors("verifying the audit log"), self._db.connect() as conn:
-            result = conn.execution_options(yield_per=5000, stream_results=True).execute(
-                sa.select(_A).order_by(_A.c.seq)
-            )
-            for r in result:
-                entry = _entry(r)
-                verifier.feed(entry)
-                if entry.kind == audit.KIND_CHECKPOINT:
-                    with contextlib.suppress(ValueError, KeyError, TypeError):
-                        digests.add(str(json.loads(entry.data)["digest"]))
-            result.close()
-            heads = [
-                audit.EntityHead(
-                    ref=h.ref, state=h.state, chain_len=h.chain_len, chain_head=h.chain_head
-                )
-                for h in conn.execute(
-                    sa.select(_E.c.ref, _E.c.state, _E.c.chain_len, _E.c.chain_head)
-                )
-            ]
-        problems = verifier.finish(heads)
-        if expect_digest is not None and expect_digest not in digests:
-            from .types import Problem
-
-            problems.insert(
-                0,
-                Problem(
-                    seq=None,
-                    ref=audit.CHECKPOINT_REF,
-                    reason="checkpoint_missing",
-                    detail=f"no checkpoint with digest {expect_digest} is in the log: history "
-                    "up to it has been changed",
-                ),
-            )
-        return VerifyReport(
-            entries=verifier.entries,
-            entities=len(heads),
-            checkpoints=verifier.checkpoints,
-            problems=tuple(problems),
-            last_checkpoint_seq=verifier.last_checkpoint_seq,
-            last_checkpoint_digest=verifier.last_checkpoint_digest,
-        )
-
-    def checkpoint(self, *, actor: str = SCHEDULER_ACTOR) -> AuditEntry:
-        """Seal every entry since the last checkpoint with a cumulative digest.
-
-        Keep the returned entry's digest outside the database: ``verify_audit(
-        expect_digest=...)`` later proves history up to it is unchanged.
-        """
-        with self._writing(audit.CHECKPOINT_REF, "checkpoint") as conn:
-            who = self._actor(conn, actor)
-            if who.role not in (Role.SCHEDULER, Role.AUDITOR, Role.ADMIN):
-                raise PermissionDenied(
-                    ref=audit.CHECKPOINT_REF,
-                    trigger="checkpoint",
-                    state="-",
-                    actor=who.id,
-                    role=who.role.value,
-                    reason="checkpoints are made by the scheduler, an auditor or an admin",
-                )
-            if self._pg:
-                # Wait for every writer in flight, and keep new ones out, so that the
-                # checkpoint seals a prefix of the log with no gap still to be committed.
-                conn.exec_driver_sql("LOCK TABLE audit_log IN SHARE ROW EXCLUSIVE MODE")
-            last = conn.execute(
-                sa.select(_A)
-                .where(_A.c.ref == audit.CHECKPOINT_REF)
-                .order_by(_A.c.entity_seq.desc())
-                .limit(1)
-            ).one_or_none()
-            digest = audit.GENESIS if last is None else json.loads(last.data)["digest"]
-            from_seq = 0 if last is None else last.seq
-            count = 0
-            hashes = conn.execution_options(yield_per=10000).execute(
-                sa.select(_A.c.hash).where(_A.c.seq > from_seq).order_by(_A.c.seq)
-            )
-            for (h,) in hashes:
-                digest = audit.fold_digest(digest, h)
-                count += 1
-            seq = self._next_seq(conn)
-            now = self._clock()
-            data = audit.canonical_json(
-                {"count": count, "digest": digest, "from_seq": from_seq + 1, "to_seq": seq - 1}
-            )
-            self._append(
-                conn,
-                seq=seq,
-                ref=audit.CHECKPOINT_REF,
-                entity_seq=1 if last is None else last.entity_seq + 1,
-                prev_hash=audit.GENESIS if last is None else last.hash,
-                kind=audit.KIND_CHECKPOINT,
-                at=now,
-                actor=who,
-                trigger="checkpoint",
-                from_state=None,
-                to_state=None,
-                note=None,
-                data=data,
-                workflow_version="-",
-                fiscal_year=None,
-            )
-            row = conn.execute(sa.select(_A).where(_A.c.seq == seq)).one()
-        return _entry(row)
-
-    # ------------------------------------------------------------------ events
-
-    def on_transition(self, callback: TransitionCallback) -> Callable[[], None]:
-        """Call ``callback(transition)`` after each committed transition or creation.
-
-        From the moment a callback is registered, every change this engine commits also
-        queues an outbox message in its transaction; messages are delivered after the
-        commit, at least once, and a message whose delivery failed (the callback raised,
-        or the process died) is retried by the next delivery (:meth:`deliver_pending`).
-        Returns a function that unsubscribes.
-        """
-        self._subscribers.append(callback)
-
-        def unsubscribe() -> None:
-            with contextlib.suppress(ValueError):
-                self._subscribers.remove(callback)
-
-        return unsubscribe
-
-    def _enqueue(self, conn: Connection, result: Transition, now: datetime) -> None:
-        payload = audit.canonical_json(
-            {
-                "seq": result.seq,
-                "ref": result.ref,
-                "workflow": result.workflow,
-                "trigger": result.trigger,
-                "from_state": result.from_state,
-                "to_state": result.to_state,
-                "actor": result.actor,
-                "role": result.role,
-                "at": audit.format_time(result.at),
-                "note": result.note,
-                "data": dict(result.data),
-                "hash": result.hash,
             }
-        )
-        conn.execute(
-            _O.insert(),
-            {
-                "audit_seq": result.seq,
-                "channel": CHANNEL_TRANSITION,
-                "payload": payload,
-                "created_at": now,
-                "attempts": 0,
-                "next_attempt_at": now,
-                "delivered_at": None,
-                "last_error": None,
-                "done": False,
-            },
-        )
+        creations: list[tuple[str, Mapping[str, Any]]] = []
+        changes: list[tuple[str, str, Mapping[str, Any] | None]] = []
+        unchanged = 0
+        order = {s: i for i, s in enumerate(STATUSES)}
+        for line, ref, data in parsed:
+            if ref not in current:
+                creations.append((ref, data))
+                continue
+            state, old = current[ref]
+            new_state, value = str(data["status"]), data["value_t_co2"]
+            if state == new_state and old == value:
+                unchanged += 1
+            elif order[new_state] < order[state]:
+                raise InvalidInput(f"{ref} is {state} already; it cannot go back to {new_state}",
+                                   source=source, line=line, field="status")
+            elif state == "final":
+                raise InvalidInput(
+                    f"{ref} is final ({old} t); a final value changes only by revision: "
+                    f"pdca advance {ref} revise --set value_t_co2={value} --set reason=...",
+                    source=source, line=line, field="value_t_co2")
+            else:
+                trigger = {"preliminary": "update", "estimated": "estimate",
+                           "final": "finalise"}[new_state]
+                if new_state == state:
+                    trigger = "update"
+                changes.append((ref, trigger, {"value_t_co2": value}))
+        note = f"imported from {Path(source).name}"
+        if creations and changes:
+            # One transaction for both: create first, then move the existing values on.
+            created = self._create_and_fire(creations, changes, actor=actor, note=note)
+            return ImportResult(created=created, changed=len(changes), unchanged=unchanged)
+        if creations:
+            self.create_many(creations, actor=actor, note=note)
+        if changes:
+            self.fire_many(changes, actor=actor, note=note)
+        return ImportResult(created=len(creations), changed=len(changes), unchanged=unchanged)
 
-    def _after_commit(self, result: Transition) -> None:
-        if log.enabled():
-            self._log.info(
-                "transition",
-                ref=result.ref,
-                trigger=result.trigger,
-                from_state=result.from_state,
-                to_state=result.to_state,
-                actor=result.actor,
-                seq=result.seq,
-            )
+    def _create_and_fire(
+        self,
+        creations: Sequence[tuple[str, Mapping[str, Any]]],
+        changes: Sequence[tuple[str, str, Mapping[str, Any] | None]],
+        *,
+        actor: str,
+        note: str,
+    ) -> int:
+        prepared = [self._prepare_creation(ref, data, note) for ref, data in creations]
+        requests = [self._prepare_fire(ref, trigger, note, data) for ref, trigger, data in changes]
+        with self._writing("(import)", "import") as conn:
+            who = self._creator(conn, actor)
+            now = self._clock()
+            for item in prepared:
+                problem = permission_problem(item.roles, trigger="create", time_based=False,
+                                             actor=who, scope=item.scope)
+                if problem is not None:
+                    raise PermissionDenied(ref=item.ref, trigger="create", state="none",
+                                           actor=who.id, role=who.role.value, reason=problem)
+                self._insert_entity(conn, item, who, self._next_seq(conn), now)
+            for request in requests:
+                _, refusal = self._fire_in(conn, request, who, None)
+                if refusal is not None:
+                    raise refusal
         if self._subscribers:
             self.deliver_pending()
+        return len(prepared)
 
-    def deliver_pending(self, *, limit: int = 1000) -> int:
-        """Deliver queued transition events to this engine's subscribers; return how many.
-
-        Each message is claimed (leased) before its callbacks run, so two processes never
-        deliver the same message at once; it is marked done only after every callback
-        returned. Nested calls (a callback that fires a transition) leave the work to the
-        outer call.
-        """
-        if not self._subscribers or getattr(self._delivering, "active", False):
-            return 0
-        self._delivering.active = True
-        delivered = 0
-        try:
-            while delivered < limit:
-                claimed = self._claim(min(100, limit - delivered))
-                if not claimed:
-                    break
-                for message_id, payload in claimed:
-                    error = self._deliver_one(payload)
-                    self._settle(message_id, error)
-                    if error is None:
-                        delivered += 1
-                if len(claimed) < 100:
-                    break
-        finally:
-            self._delivering.active = False
-        return delivered
-
-    def _claim(self, count: int) -> list[tuple[int, str]]:
-        now = self._clock()
-        with database.storage_errors("claiming outbox messages"), database.write_transaction(
+    def emission_values(self, *, years: Iterable[int] | None = None) -> list[EmissionValue]:
+        """Every emission value (of the given inventory years)."""
+        stmt = sa.select(_E.c.ref, _E.c.state, _E.c.attrs).where(_E.c.workflow == "emissions")
+        if years is not None:
+            stmt = stmt.where(_E.c.fiscal_year.in_(list(years)))
+        with database.storage_errors("reading emissions"), database.read_transaction(
             self._db
         ) as conn:
-            stmt = (
-                sa.select(_O.c.id, _O.c.payload)
-                .where(
-                    _O.c.done.is_(False),
-                    _O.c.channel == CHANNEL_TRANSITION,
-                    _O.c.next_attempt_at <= now,
-                )
-                .order_by(_O.c.id)
-                .limit(count)
-            )
-            if self._pg:
-                stmt = stmt.with_for_update(skip_locked=True)
             rows = conn.execute(stmt).all()
-            if rows:
-                conn.execute(
-                    _O.update()
-                    .where(_O.c.id.in_([r.id for r in rows]))
-                    .values(next_attempt_at=now + OUTBOX_LEASE, attempts=_O.c.attempts + 1)
-                )
-        return [(r.id, r.payload) for r in rows]
+        values = []
+        for r in rows:
+            _, code, year, sector = r.ref.split(":")
+            values.append(EmissionValue(municipality=code, year=int(year), sector=sector,
+                                        value_t_co2=float(json.loads(r.attrs)["value_t_co2"]),
+                                        status=r.state))
+        return values
 
-    def _deliver_one(self, payload: str) -> str | None:
-        data = json.loads(payload)
-        event = Transition(
-            seq=data["seq"],
-            ref=data["ref"],
-            workflow=data["workflow"],
-            trigger=data["trigger"],
-            from_state=data["from_state"],
-            to_state=data["to_state"],
-            actor=data["actor"],
-            role=data["role"],
-            at=datetime.strptime(data["at"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC),
-            note=data["note"],
-            data=data["data"],
-            hash=data["hash"],
-        )
-        for callback in list(self._subscribers):
-            try:
-                callback(event)
-            except Exception as exc:
-                self._log.error(
-                    "subscriber_failed", ref=event.ref, seq=event.seq, error=repr(exc)
-                )
-                return repr(exc)
-        return None
-
-    def _settle(self, message_id: int, error: str | None) -> None:
-        now = self._clock()
-        values: dict[str, Any]
-        if error is None:
-            values = {"done": True, "delivered_at": now, "last_error": None}
-        else:
-            values = {"next_attempt_at": now + timedelta(seconds=30), "last_error": error[:2000]}
-        with database.storage_errors("settling an outbox message"), database.write_transaction(
-            self._db
-        ) as conn:
-            conn.execute(_O.update().where(_O.c.id == message_id).values(**values))
-
-
-def _entry(r: Any) -> AuditEntry:
-    return AuditEntry(
-        seq=r.seq,
-        ref=r.ref,
-        entity_seq=r.entity_seq,
-        kind=r.kind,
-        at=r.at,
-        virtual_at=r.virtual_at,
-        actor=r.actor,
-        role=r.role,
-        fiscal_year=r.fiscal_year,
-        trigger=r.trigger,
-        from_state=r.from_state,
-        to_state=r.to_state,
-        note=r.note,
-        data=r.data,
-        workflow_version=r.workflow_version,
-        prev_hash=r.prev_hash,
-        hash=r.hash,
-    )
+    def region_emissions(self, year: int) -> RegionYear:
+        """The region's emissions in inventory ``year``, over that year's members, with the
+        like-for-like reduction from the base year and the target path."""
+        plan = self.plan
+        values = {(v.municipality, v.year, v.sector): v
+                  for v in self.emission_values(years=(year, plan.base_year))}
+        return region_year(plan, values, year)

@@ -49,7 +49,7 @@ SCHEDULER_ACTOR = "scheduler"
 #: The actor id of set-up work done before any administrator exists.
 SYSTEM_ACTOR = "system"
 
-_MUNICIPALITY_RE = re.compile(r"^\d{6}$")
+_MUNICIPALITY_RE = re.compile(r"^[0-9]{6}$")
 
 
 def municipality_check_digit(first_five: str) -> int:

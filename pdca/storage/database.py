@@ -113,9 +113,16 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
 
 @contextlib.contextmanager
 def read_transaction(engine: Engine) -> Iterator[Connection]:
-    """One read-only transaction (a consistent snapshot on PostgreSQL)."""
-    with engine.connect() as conn, conn.begin():
-        yield conn
+    """One read transaction that sees one consistent snapshot.
+
+    PostgreSQL runs it at REPEATABLE READ (every statement sees the same snapshot);
+    SQLite's WAL gives a deferred transaction the same guarantee.
+    """
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execution_options(isolation_level="REPEATABLE READ")
+        with conn.begin():
+            yield conn
 
 
 # ----------------------------------------------------------------------------- errors

@@ -28,9 +28,11 @@ from .emissions import EMISSIONS
 from .measure import MEASURE
 from .meeting import ADVICE, MEETING, THEME_PROJECT
 from .person import PERSON
+from .plan import PLAN
 
 BUILTIN_SPECS: tuple[WorkflowSpec, ...] = (
     PERSON,
+    PLAN,
     MEASURE,
     MUNICIPAL_CYCLE,
     REGIONAL_CYCLE,

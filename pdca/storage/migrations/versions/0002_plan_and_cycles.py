@@ -43,6 +43,7 @@ STATES = [
     ("municipal_cycle", "plan"),
     ("person", "active"),
     ("person", "inactive"),
+    ("plan", "active"),
     ("regional_cycle", "act"),
     ("regional_cycle", "check_aggregated"),
     ("regional_cycle", "check_collect"),

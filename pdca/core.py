@@ -1,0 +1,1593 @@
+"""The engine's core: the one way to change state.
+
+Every change is one database transaction: lock the entity's row, re-check its state on that
+row, check the actor's permission and the workflow's guards, write the new state and append
+the audit entry (and, when someone listens, an outbox message), then commit. Listeners are
+called after the commit, from the outbox. Refusals for permission or guards are audited too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Self, cast
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from . import audit, log
+from .errors import (
+    ConcurrentTransition,
+    DuplicateEntity,
+    GuardFailed,
+    InvalidData,
+    InvalidInput,
+    PdcaError,
+    PermissionDenied,
+    StorageError,
+    TransitionNotAllowed,
+    UnknownActor,
+    UnknownReference,
+    UnknownTrigger,
+)
+from .storage import database
+from .storage.models import AuditLog, Entity, EntityScope, Outbox
+from .types import (
+    SCHEDULER_ACTOR,
+    SYSTEM_ACTOR,
+    AuditEntry,
+    EntityView,
+    Person,
+    Ref,
+    Role,
+    Transition,
+    VerifyReport,
+)
+from .workflows import Registry, Subject, Workflow, default_registry, validate_fields
+from .workflows.base import TransitionSpec, parse_text_fields
+
+_E = cast(sa.Table, Entity.__table__)
+_A = cast(sa.Table, AuditLog.__table__)
+_S = cast(sa.Table, EntityScope.__table__)
+_O = cast(sa.Table, Outbox.__table__)
+
+#: Outbox channel of the events given to ``on_transition`` subscribers.
+CHANNEL_TRANSITION = "transition"
+#: How long a claimed outbox message stays with the process that claimed it.
+OUTBOX_LEASE = timedelta(minutes=5)
+MAX_NOTE = 4000
+
+TransitionCallback = Callable[[Transition], None]
+Clock = Callable[[], datetime]
+
+
+#: The PostgreSQL advisory lock that orders sequence numbers against checkpoints.
+SEQ_LOCK_KEY = 4242002
+
+
+def _pg_next_seq() -> Any:
+    """``nextval('audit_seq')`` taken under the shared checkpoint lock (PostgreSQL).
+
+    The sequence value is computed in a subquery over the lock call, so the lock is
+    always held before the value is taken.
+    """
+    lock = sa.select(
+        sa.func.pg_advisory_xact_lock_shared(SEQ_LOCK_KEY).label("locked")
+    ).subquery("seq_lock")
+    return sa.select(sa.func.nextval("audit_seq")).select_from(lock).scalar_subquery()
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class _Actor:
+    id: str
+    role: Role
+    municipality: str | None
+
+
+def permission_problem(
+    spec_roles: frozenset[Role],
+    *,
+    trigger: str,
+    time_based: bool,
+    actor: _Actor,
+    scope: Sequence[str],
+) -> str | None:
+    """Why ``actor`` may not fire ``trigger`` on an entity of ``scope`` (None: allowed)."""
+    if time_based and actor.role is not Role.SCHEDULER:
+        return f"{trigger} happens on schedule; only the scheduler fires it"
+    if actor.role not in spec_roles:
+        roles = ", ".join(sorted(r.value for r in spec_roles))
+        return f"{trigger} is for {roles}, not for {actor.role.value}"
+    if actor.role is Role.STAFF:
+        if not scope:
+            return "it belongs to the whole region, not to one municipality"
+        if actor.municipality not in scope:
+            return f"it belongs to {', '.join(scope)}, not to {actor.municipality}"
+    return None
+
+
+class _Context:
+    """What guards may read during a transition (see :class:`pdca.workflows.GuardContext`)."""
+
+    def __init__(self, conn: Connection, now: datetime, queries: Mapping[str, Any]) -> None:
+        self._conn = conn
+        self._now = now
+        self._queries = queries
+
+    @property
+    def now(self) -> datetime:
+        return self._now
+
+    def query(self, name: str, **params: Any) -> Any:
+        try:
+            func = self._queries[name]
+        except KeyError:
+            raise PdcaError(f"no query named {name!r} is available to guards") from None
+        return func(self._conn, **params)
+
+
+@dataclass(slots=True)
+class _Locked:
+    """An entity row read under lock, with the next audit sequence number."""
+
+    id: int
+    ref: str
+    workflow: Workflow
+    state: str
+    version: int
+    scope: tuple[str, ...]
+    fiscal_year: int | None
+    attrs: dict[str, Any]
+    chain_len: int
+    chain_head: str
+    next_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class _FireRequest:
+    """A validated request to fire one trigger."""
+
+    ref: str
+    workflow: Workflow
+    trigger: str
+    specs: tuple[TransitionSpec, ...]
+    note: str | None
+    clean: dict[str, Any]
+    data_json: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Creation:
+    """A validated request to create one entity."""
+
+    ref: str
+    workflow: Workflow
+    roles: frozenset[Role]
+    clean: dict[str, Any]
+    initial: str
+    scope: tuple[str, ...]
+    fiscal_year: int | None
+    data_json: str
+    note: str | None
+
+
+def _split_scope(scope: str) -> tuple[str, ...]:
+    return tuple(s for s in scope.split(";") if s)
+
+
+def _clean_note(note: str | None) -> str | None:
+    if note is None:
+        return None
+    if not isinstance(note, str):
+        raise InvalidData("the note must be text", field="note")
+    note = note.strip()
+    if len(note) > MAX_NOTE:
+        raise InvalidData(f"the note is longer than {MAX_NOTE} characters", field="note")
+    return note or None
+
+
+class EngineCore:
+    """Entities, transitions, people, the audit log and the outbox: no plan knowledge.
+
+    :class:`pdca.Engine` adds the plan's operations on top of this core.
+    """
+
+    def __init__(
+        self,
+        db: sa.Engine,
+        *,
+        registry: Registry | None = None,
+        clock: Clock | None = None,
+        queries: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._db = db
+        self._registry = registry or default_registry()
+        self._clock = clock or _utcnow
+        self._queries: dict[str, Any] = dict(queries or {})
+        self._subscribers: list[TransitionCallback] = []
+        self._delivering = threading.local()
+        self._pg = db.dialect.name == "postgresql"
+        self._log = log.get_logger()
+        self._lock_stmt = self._build_lock_statement()
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def open(
+        cls,
+        url: str = "sqlite:///pdca.db",
+        *,
+        migrate: bool = False,
+        registry: Registry | None = None,
+        lock_timeout: float = database.LOCK_TIMEOUT_S,
+        clock: Clock | None = None,
+    ) -> Self:
+        """Open the database at ``url`` (``sqlite:///FILE`` or ``postgresql://...``).
+
+        With ``migrate=True`` the schema is created or upgraded first; otherwise a database
+        without the current schema raises :class:`~pdca.errors.SchemaOutdated`.
+        ``clock`` replaces the real clock (tests and simulations).
+        """
+        db = database.create_engine(url, lock_timeout=lock_timeout)
+        try:
+            if migrate:
+                database.upgrade(db)
+            database.check_schema(db)
+        except BaseException:
+            db.dispose()
+            raise
+        return cls(db, registry=registry, clock=clock)
+
+    def close(self) -> None:
+        """Release every pooled connection."""
+        self._db.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def registry(self) -> Registry:
+        return self._registry
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return str(self._db.dialect.name)
+
+    def now(self) -> datetime:
+        """The engine's current time (UTC)."""
+        return self._clock()
+
+    # ------------------------------------------------------------------ internals
+
+    def _build_lock_statement(self) -> sa.Select[Any]:
+        if self._pg:
+            next_seq: Any = _pg_next_seq()
+        else:
+            next_seq = (
+                sa.select(sa.func.coalesce(sa.func.max(_A.c.seq), 0) + 1).scalar_subquery()
+            )
+        stmt = sa.select(
+            _E.c.id,
+            _E.c.workflow,
+            _E.c.state,
+            _E.c.version,
+            _E.c.scope,
+            _E.c.fiscal_year,
+            _E.c.attrs,
+            _E.c.chain_len,
+            _E.c.chain_head,
+            next_seq.label("next_seq"),
+        ).where(_E.c.ref == sa.bindparam("ref"))
+        if self._pg:
+            stmt = stmt.with_for_update()
+        return stmt
+
+    def _lock(self, conn: Connection, ref: str) -> _Locked | None:
+        row = conn.execute(self._lock_stmt, {"ref": ref}).one_or_none()
+        if row is None:
+            return None
+        return _Locked(
+            id=row.id,
+            ref=ref,
+            workflow=self._registry.get(row.workflow),
+            state=row.state,
+            version=row.version,
+            scope=_split_scope(row.scope),
+            fiscal_year=row.fiscal_year,
+            attrs=json.loads(row.attrs),
+            chain_len=row.chain_len,
+            chain_head=row.chain_head,
+            next_seq=int(row.next_seq),
+        )
+
+    def _next_seq(self, conn: Connection) -> int:
+        if self._pg:
+            return int(conn.execute(sa.select(_pg_next_seq())).scalar_one())
+        value = conn.execute(sa.select(sa.func.coalesce(sa.func.max(_A.c.seq), 0) + 1))
+        return int(value.scalar_one())
+
+    def _actor(self, conn: Connection, actor: str) -> _Actor:
+        if not isinstance(actor, str) or not actor:
+            raise UnknownActor(str(actor), "an actor is required: who is acting?")
+        if actor == SCHEDULER_ACTOR:
+            return _Actor(SCHEDULER_ACTOR, Role.SCHEDULER, None)
+        row = conn.execute(
+            sa.select(_E.c.state, _E.c.attrs).where(_E.c.ref == f"person:{actor}")
+        ).one_or_none()
+        if row is None:
+            raise UnknownActor(actor)
+        if row.state != "active":
+            raise UnknownActor(actor, f"{actor} has been deactivated and may not act")
+        attrs = json.loads(row.attrs)
+        return _Actor(actor, Role(attrs["role"]), attrs.get("municipality"))
+
+    def _append(
+        self,
+        conn: Connection,
+        *,
+        seq: int,
+        ref: str,
+        entity_seq: int,
+        prev_hash: str,
+        kind: str,
+        at: datetime,
+        actor: _Actor | str,
+        trigger: str,
+        from_state: str | None,
+        to_state: str | None,
+        note: str | None,
+        data: str,
+        workflow_version: str,
+        fiscal_year: int | None,
+    ) -> str:
+        actor_id, role = (
+            (actor, SYSTEM_ACTOR) if isinstance(actor, str) else (actor.id, actor.role.value)
+        )
+        digest = audit.entry_hash(
+            seq=seq,
+            ref=ref,
+            entity_seq=entity_seq,
+            kind=kind,
+            at=at,
+            virtual_at=None,
+            actor=actor_id,
+            role=role,
+            fiscal_year=fiscal_year,
+            trigger=trigger,
+            from_state=from_state,
+            to_state=to_state,
+            note=note,
+            data=data,
+            workflow_version=workflow_version,
+            prev_hash=prev_hash,
+        )
+        conn.execute(
+            _A.insert(),
+            {
+                "seq": seq,
+                "ref": ref,
+                "entity_seq": entity_seq,
+                "kind": kind,
+                "at": at,
+                "virtual_at": None,
+                "actor": actor_id,
+                "role": role,
+                "fiscal_year": fiscal_year,
+                "trigger": trigger,
+                "from_state": from_state,
+                "to_state": to_state,
+                "note": note,
+                "data": data,
+                "workflow_version": workflow_version,
+                "prev_hash": prev_hash,
+                "hash": digest,
+            },
+        )
+        return digest
+
+    def _append_to(
+        self,
+        conn: Connection,
+        row: _Locked,
+        *,
+        kind: str,
+        at: datetime,
+        actor: _Actor,
+        trigger: str,
+        to_state: str,
+        note: str | None,
+        data: str,
+        attrs: Mapping[str, Any] | None = None,
+        scope: tuple[str, ...] | None = None,
+    ) -> str:
+        """Append an entry to a locked entity's chain and move its head (and state)."""
+        digest = self._append(
+            conn,
+            seq=row.next_seq,
+            ref=row.ref,
+            entity_seq=row.chain_len + 1,
+            prev_hash=row.chain_head,
+            kind=kind,
+            at=at,
+            actor=actor,
+            trigger=trigger,
+            from_state=row.state,
+            to_state=to_state,
+            note=note,
+            data=data,
+            workflow_version=row.workflow.version,
+            fiscal_year=row.fiscal_year,
+        )
+        values: dict[str, Any] = {
+            "chain_len": row.chain_len + 1,
+            "chain_head": digest,
+            "updated_at": at,
+        }
+        if kind == audit.KIND_TRANSITION:
+            values["state"] = to_state
+            values["version"] = row.version + 1
+            values["overdue_since"] = None
+        elif attrs is not None or scope is not None:
+            values["version"] = row.version + 1
+        if attrs is not None:
+            values["attrs"] = audit.canonical_json(dict(attrs))
+        if scope is not None:
+            values["scope"] = ";".join(scope)
+        result = conn.execute(
+            _E.update()
+            .where(_E.c.id == row.id, _E.c.chain_len == row.chain_len)
+            .values(**values)
+        )
+        if result.rowcount != 1:  # pragma: no cover - the row lock makes this impossible
+            raise ConcurrentTransition(
+                ref=row.ref, trigger=trigger, state=row.state, detail="its row changed under us"
+            )
+        return digest
+
+    @contextlib.contextmanager
+    def _writing(self, ref: str, trigger: str) -> Iterator[Connection]:
+        """A write transaction whose lock conflicts become :class:`ConcurrentTransition`."""
+        try:
+            with database.write_transaction(self._db) as conn:
+                yield conn
+        except sa.exc.DBAPIError as exc:
+            if database.is_lock_conflict(exc) or database.is_unique_violation(exc):
+                raise ConcurrentTransition(
+                    ref=ref,
+                    trigger=trigger,
+                    state="unknown",
+                    detail="another change to it is in progress",
+                ) from exc
+            raise StorageError(
+                f"{trigger} {ref} failed: {database.describe_driver_error(exc)}"
+            ) from exc
+        except sa.exc.SQLAlchemyError as exc:
+            raise StorageError(f"{trigger} {ref} failed: {exc}") from exc
+
+    def _parse(self, ref: str) -> tuple[Ref, Workflow]:
+        if not isinstance(ref, str):
+            raise UnknownReference(str(ref), f"a reference must be text, not {ref!r}")
+        parsed = Ref.parse(ref)
+        return parsed, self._registry.resolve(parsed.kind, parsed.key)
+
+    # ------------------------------------------------------------------ changing state
+
+    def parse_data(self, ref: str, trigger: str, pairs: Mapping[str, str]) -> dict[str, Any]:
+        """Typed data for ``trigger`` from ``KEY=VALUE`` texts (as the CLI's ``--set``)."""
+        parsed, workflow = self._parse(ref)
+        specs = workflow.specs_for(trigger)
+        if not specs:
+            raise UnknownTrigger(str(parsed), trigger, workflow.triggers)
+        return parse_text_fields(specs[0].fields, pairs, what=trigger)
+
+    def fire(
+        self,
+        ref: str,
+        trigger: str,
+        *,
+        actor: str,
+        note: str | None = None,
+        data: Mapping[str, Any] | None = None,
+        expected_version: int | None = None,
+    ) -> Transition:
+        """Fire ``trigger`` on the entity ``ref`` on behalf of ``actor``.
+
+        Returns the :class:`~pdca.Transition` that happened. Raises
+        :class:`~pdca.TransitionNotAllowed`, :class:`~pdca.GuardFailed`,
+        :class:`~pdca.PermissionDenied` (audited), :class:`~pdca.ConcurrentTransition`
+        (another change won; also when ``expected_version`` is given and no longer current)
+        or an :class:`~pdca.InvalidInput` (nothing written).
+        """
+        request = self._prepare_fire(ref, trigger, note, data)
+        with self._writing(request.ref, trigger) as conn:
+            who = self._actor(conn, actor)
+            result, refusal = self._fire_in(conn, request, who, expected_version)
+        if refusal is not None:
+            if log.enabled():
+                self._log.info(
+                    "refused", ref=request.ref, trigger=trigger, actor=actor, reason=str(refusal)
+                )
+            raise refusal
+        assert result is not None
+        self._after_commit(result)
+        return result
+
+    def fire_many(
+        self,
+        requests: Sequence[tuple[str, str, Mapping[str, Any] | None]],
+        *,
+        actor: str,
+        note: str | None = None,
+    ) -> list[Transition]:
+        """Fire several ``(ref, trigger, data)`` in one transaction: all of them or none.
+
+        Any refusal (even one that would be audited on its own) rolls everything back and
+        is raised; nothing is written.
+        """
+        prepared = [self._prepare_fire(ref, trigger, note, data) for ref, trigger, data in requests]
+        results: list[Transition] = []
+        with self._writing("(many)", "fire") as conn:
+            who = self._actor(conn, actor)
+            for request in prepared:
+                result, refusal = self._fire_in(conn, request, who, None)
+                if refusal is not None:
+                    raise refusal
+                assert result is not None
+                results.append(result)
+        for result in results:
+            if log.enabled():
+                self._log.info(
+                    "transition", ref=result.ref, trigger=result.trigger,
+                    from_state=result.from_state, to_state=result.to_state,
+                    actor=result.actor, seq=result.seq,
+                )
+        if self._subscribers:
+            self.deliver_pending()
+        return results
+
+    def _prepare_fire(
+        self, ref: str, trigger: str, note: str | None, data: Mapping[str, Any] | None
+    ) -> _FireRequest:
+        parsed, workflow = self._parse(ref)
+        ref = str(parsed)
+        specs = workflow.specs_for(trigger) if isinstance(trigger, str) else []
+        if not specs:
+            raise UnknownTrigger(ref, str(trigger), workflow.triggers)
+        clean = validate_fields(specs[0].fields, data, what=f"{trigger}")
+        return _FireRequest(
+            ref=ref,
+            workflow=workflow,
+            trigger=trigger,
+            specs=tuple(specs),
+            note=_clean_note(note),
+            clean=clean,
+            data_json=audit.canonical_json(clean),
+        )
+
+    def _fire_in(
+        self,
+        conn: Connection,
+        request: _FireRequest,
+        who: _Actor,
+        expected_version: int | None,
+    ) -> tuple[Transition | None, PdcaError | None]:
+        """One transition inside an open write transaction: the result, or the refusal
+        (already audited when it is a permission or guard refusal)."""
+        ref, trigger, workflow = request.ref, request.trigger, request.workflow
+        row = self._lock(conn, ref)
+        if row is None:
+            raise UnknownReference(ref)
+        if expected_version is not None and expected_version != row.version:
+            raise ConcurrentTransition(
+                ref=ref,
+                trigger=trigger,
+                state=row.state,
+                detail=f"it changed since you read it (version {expected_version}, "
+                f"now {row.version}, {row.state})",
+            )
+        now = self._clock()
+        found = workflow.spec_from(trigger, row.state)
+        spec = found or request.specs[0]
+        problem = permission_problem(
+            workflow.roles(row.attrs, spec),
+            trigger=trigger,
+            time_based=spec.time_based,
+            actor=who,
+            scope=row.scope,
+        )
+        if problem is not None:
+            self._append_to(
+                conn,
+                row,
+                kind=audit.KIND_REFUSED,
+                at=now,
+                actor=who,
+                trigger=trigger,
+                to_state=row.state,
+                note=problem,
+                data=request.data_json,
+            )
+            return None, PermissionDenied(
+                ref=ref,
+                trigger=trigger,
+                state=row.state,
+                actor=who.id,
+                role=who.role.value,
+                reason=problem,
+            )
+        if found is None:
+            raise TransitionNotAllowed(
+                ref=ref,
+                trigger=trigger,
+                state=row.state,
+                allowed=self._allowed(conn, row, who, now, check_guards=False),
+            )
+        subject = Subject(
+            ref=ref,
+            state=row.state,
+            attrs=row.attrs,
+            scope=row.scope,
+            fiscal_year=row.fiscal_year,
+            data=request.clean,
+            at=now,
+        )
+        reasons = workflow.fire(subject, trigger, _Context(conn, now, self._queries))
+        if reasons:
+            self._append_to(
+                conn,
+                row,
+                kind=audit.KIND_REFUSED,
+                at=now,
+                actor=who,
+                trigger=trigger,
+                to_state=row.state,
+                note="; ".join(reasons),
+                data=request.data_json,
+            )
+            return None, GuardFailed(ref=ref, trigger=trigger, state=row.state, reasons=reasons)
+        result = self._commit_transition(
+            conn, row, found, subject, who, now, request.note, request.clean, request.data_json
+        )
+        return result, None
+
+    def _commit_transition(
+        self,
+        conn: Connection,
+        row: _Locked,
+        spec: TransitionSpec,
+        subject: Subject,
+        who: _Actor,
+        now: datetime,
+        note: str | None,
+        clean: Mapping[str, Any],
+        data_json: str,
+    ) -> Transition:
+        attrs: dict[str, Any] | None = None
+        if spec.effect is not None:
+            attrs = {**row.attrs, **spec.effect(subject)}
+        digest = self._append_to(
+            conn,
+            row,
+            kind=audit.KIND_TRANSITION,
+            at=now,
+            actor=who,
+            trigger=spec.trigger,
+            to_state=subject.state,
+            note=note,
+            data=data_json,
+            attrs=attrs,
+        )
+        result = Transition(
+            seq=row.next_seq,
+            ref=row.ref,
+            workflow=row.workflow.name,
+            trigger=spec.trigger,
+            from_state=row.state,
+            to_state=subject.state,
+            actor=who.id,
+            role=who.role.value,
+            at=now,
+            note=note,
+            data=dict(clean),
+            hash=digest,
+        )
+        if self._subscribers:
+            self._enqueue(conn, result, now)
+        return result
+
+    def _prepare_creation(
+        self, ref: str, data: Mapping[str, Any], note: str | None
+    ) -> _Creation:
+        parsed, workflow = self._parse(ref)
+        ref = str(parsed)
+        create = workflow.spec.create
+        if create is None:
+            raise InvalidInput(f"{workflow.name} entities are not created directly")
+        clean = validate_fields(create.fields, data, what=f"creating {ref}")
+        if create.key_of is not None and create.key_of(clean) != parsed.key:
+            raise InvalidInput(
+                f"{ref} does not match its data: expected {workflow.kind}:{create.key_of(clean)}"
+            )
+        return _Creation(
+            ref=ref,
+            workflow=workflow,
+            roles=create.roles,
+            clean=clean,
+            initial=create.initial(clean),
+            scope=create.scope(clean),
+            fiscal_year=create.fiscal_year(clean),
+            data_json=audit.canonical_json(clean),
+            note=_clean_note(note),
+        )
+
+    def create(
+        self,
+        ref: str,
+        *,
+        actor: str,
+        data: Mapping[str, Any],
+        note: str | None = None,
+        write: Callable[[Connection, int], None] | None = None,
+    ) -> Transition:
+        """Create the entity ``ref`` from ``data`` (validated by its workflow), audited.
+
+        ``write(conn, entity_id)`` may write domain rows in the same transaction.
+        """
+        item = self._prepare_creation(ref, data, note)
+        refusal: PermissionDenied | None = None
+        with self._writing(item.ref, "create") as conn:
+            who = self._creator(conn, actor)
+            if conn.execute(sa.select(_E.c.id).where(_E.c.ref == item.ref)).first() is not None:
+                raise DuplicateEntity(item.ref)
+            now = self._clock()
+            problem = permission_problem(
+                item.roles, trigger="create", time_based=False, actor=who, scope=item.scope
+            )
+            seq = self._next_seq(conn)
+            if problem is not None:
+                refusal = PermissionDenied(
+                    ref=item.ref,
+                    trigger="create",
+                    state="none",
+                    actor=who.id,
+                    role=who.role.value,
+                    reason=problem,
+                )
+                self._refuse_creation(conn, who, seq, item.ref, problem, item.data_json, now)
+            else:
+                result = self._insert_entity(conn, item, who, seq, now)
+                if write is not None:
+                    write(conn, self._entity_id(conn, item.ref))
+        if refusal is not None:
+            raise refusal
+        self._after_commit(result)
+        return result
+
+    def create_many(
+        self,
+        items: Sequence[tuple[str, Mapping[str, Any]]],
+        *,
+        actor: str,
+        note: str | None = None,
+        skip_existing: bool = False,
+    ) -> list[Transition]:
+        """Create several entities in one transaction: all of them or none.
+
+        Every item is validated before anything is written; a refusal of any item
+        (permission, duplicate) writes nothing. With ``skip_existing`` an entity that
+        exists already is left alone instead (for idempotent set-up such as opening a
+        fiscal year).
+        """
+        prepared = [self._prepare_creation(ref, data, note) for ref, data in items]
+        seen: set[str] = set()
+        for item in prepared:
+            if item.ref in seen:
+                raise DuplicateEntity(item.ref)
+            seen.add(item.ref)
+        results: list[Transition] = []
+        with self._writing("(many)", "create") as conn:
+            who = self._creator(conn, actor)
+            existing = self._existing_refs(conn, [i.ref for i in prepared])
+            if existing and not skip_existing:
+                raise DuplicateEntity(sorted(existing)[0])
+            now = self._clock()
+            for item in prepared:
+                if item.ref in existing:
+                    continue
+                problem = permission_problem(
+                    item.roles, trigger="create", time_based=False, actor=who, scope=item.scope
+                )
+                if problem is not None:
+                    raise PermissionDenied(
+                        ref=item.ref,
+                        trigger="create",
+                        state="none",
+                        actor=who.id,
+                        role=who.role.value,
+                        reason=problem,
+                    )
+                results.append(self._insert_entity(conn, item, who, self._next_seq(conn), now))
+        if log.enabled():
+            self._log.info("created", count=len(results), actor=actor)
+        if self._subscribers:
+            self.deliver_pending()
+        return results
+
+    def _existing_refs(self, conn: Connection, refs: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(refs), 500):
+            chunk = list(refs[start : start + 500])
+            found.update(
+                r.ref for r in conn.execute(sa.select(_E.c.ref).where(_E.c.ref.in_(chunk)))
+            )
+        return found
+
+    def _entity_id(self, conn: Connection, ref: str) -> int:
+        return int(conn.execute(sa.select(_E.c.id).where(_E.c.ref == ref)).scalar_one())
+
+    def _creator(self, conn: Connection, actor: str) -> _Actor:
+        if actor == SYSTEM_ACTOR:
+            return _Actor(SYSTEM_ACTOR, Role.ADMIN, None)
+        return self._actor(conn, actor)
+
+    def _insert_entity(
+        self, conn: Connection, item: _Creation, who: _Actor, seq: int, now: datetime
+    ) -> Transition:
+        digest = self._append(
+            conn,
+            seq=seq,
+            ref=item.ref,
+            entity_seq=1,
+            prev_hash=audit.GENESIS,
+            kind=audit.KIND_CREATE,
+            at=now,
+            actor=who.id if who.id == SYSTEM_ACTOR else who,
+            trigger="create",
+            from_state=None,
+            to_state=item.initial,
+            note=item.note,
+            data=item.data_json,
+            workflow_version=item.workflow.version,
+            fiscal_year=item.fiscal_year,
+        )
+        entity_id = conn.execute(
+            _E.insert().returning(_E.c.id),
+            {
+                "ref": item.ref,
+                "workflow": item.workflow.name,
+                "state": item.initial,
+                "version": 1,
+                "scope": ";".join(item.scope),
+                "fiscal_year": item.fiscal_year,
+                "attrs": item.data_json,
+                "overdue_since": None,
+                "chain_len": 1,
+                "chain_head": digest,
+                "created_at": now,
+                "updated_at": now,
+            },
+        ).scalar_one()
+        if item.scope:
+            conn.execute(
+                _S.insert(), [{"entity_id": entity_id, "municipality": m} for m in item.scope]
+            )
+        result = Transition(
+            seq=seq,
+            ref=item.ref,
+            workflow=item.workflow.name,
+            trigger="create",
+            from_state=None,
+            to_state=item.initial,
+            actor=who.id,
+            role=who.role.value,
+            at=now,
+            note=item.note,
+            data=item.clean,
+            hash=digest,
+        )
+        if self._subscribers:
+            self._enqueue(conn, result, now)
+        return result
+
+    def _refuse_creation(
+        self,
+        conn: Connection,
+        who: _Actor,
+        seq: int,
+        ref: str,
+        problem: str,
+        data_json: str,
+        now: datetime,
+    ) -> None:
+        """Audit a refused creation on the acting person's own chain (the target has none)."""
+        row = self._lock(conn, f"person:{who.id}")
+        if row is None:
+            return
+        row.next_seq = seq
+        self._append_to(
+            conn,
+            row,
+            kind=audit.KIND_REFUSED,
+            at=now,
+            actor=who,
+            trigger="create",
+            to_state=row.state,
+            note=f"create {ref}: {problem}",
+            data=data_json,
+        )
+
+    def record(
+        self,
+        ref: str,
+        name: str,
+        *,
+        actor: str,
+        data: Mapping[str, Any],
+        roles: frozenset[Role],
+        note: str | None = None,
+        attrs: Mapping[str, Any] | Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None,
+        scope: tuple[str, ...] | None = None,
+        write: Callable[[Connection, int], None] | None = None,
+    ) -> Transition:
+        """Record data about an entity without changing its state (audited, one transaction).
+
+        ``attrs`` are merged into the entity's attributes (or, given as a function of the
+        current attributes, return what to merge); ``write(conn, entity_id)`` may write
+        domain rows in the same transaction. Library code builds on this (evaluations, role
+        changes); it checks ``roles`` and scope.
+        """
+        parsed, _ = self._parse(ref)
+        ref = str(parsed)
+        clean_note = _clean_note(note)
+        data_json = audit.canonical_json(dict(data))
+        refusal: PermissionDenied | None = None
+        with self._writing(ref, name) as conn:
+            row = self._lock(conn, ref)
+            if row is None:
+                raise UnknownReference(ref)
+            who = self._actor(conn, actor)
+            now = self._clock()
+            problem = permission_problem(
+                roles, trigger=name, time_based=False, actor=who, scope=row.scope
+            )
+            if problem is not None:
+                refusal = PermissionDenied(
+                    ref=ref,
+                    trigger=name,
+                    state=row.state,
+                    actor=who.id,
+                    role=who.role.value,
+                    reason=problem,
+                )
+                self._append_to(
+                    conn,
+                    row,
+                    kind=audit.KIND_REFUSED,
+                    at=now,
+                    actor=who,
+                    trigger=name,
+                    to_state=row.state,
+                    note=problem,
+                    data=data_json,
+                )
+            else:
+                if write is not None:
+                    write(conn, row.id)
+                update = attrs(row.attrs) if callable(attrs) else attrs
+                new_attrs = None if update is None else {**row.attrs, **update}
+                digest = self._append_to(
+                    conn,
+                    row,
+                    kind=audit.KIND_RECORD,
+                    at=now,
+                    actor=who,
+                    trigger=name,
+                    to_state=row.state,
+                    note=clean_note,
+                    data=data_json,
+                    attrs=new_attrs,
+                    scope=scope,
+                )
+                if scope is not None:
+                    conn.execute(_S.delete().where(_S.c.entity_id == row.id))
+                    if scope:
+                        conn.execute(
+                            _S.insert(), [{"entity_id": row.id, "municipality": m} for m in scope]
+                        )
+                result = Transition(
+                    seq=row.next_seq,
+                    ref=ref,
+                    workflow=row.workflow.name,
+                    trigger=name,
+                    from_state=row.state,
+                    to_state=row.state,
+                    actor=who.id,
+                    role=who.role.value,
+                    at=now,
+                    note=clean_note,
+                    data=dict(data),
+                    hash=digest,
+                )
+        if refusal is not None:
+            raise refusal
+        if log.enabled():
+            self._log.info("recorded", ref=ref, record=name, actor=actor, seq=result.seq)
+        return result
+
+    # ------------------------------------------------------------------ people
+
+    def bootstrap_admin(self, person_id: str, *, name: str = "") -> Person:
+        """Register the first administrator; refused once any administrator exists."""
+        person = Person(id=person_id, role=Role.ADMIN, name=name)
+        with database.storage_errors("reading people"), database.read_transaction(
+            self._db
+        ) as conn:
+            rows = conn.execute(
+                sa.select(_E.c.attrs).where(_E.c.workflow == "person", _E.c.state == "active")
+            ).all()
+        if any(json.loads(r.attrs).get("role") == Role.ADMIN.value for r in rows):
+            raise InvalidInput(
+                "an administrator exists already; ask them to register new people"
+            )
+        self.create(
+            f"person:{person_id}",
+            actor=SYSTEM_ACTOR,
+            data={"role": Role.ADMIN.value, "name": name} if name else {"role": "admin"},
+        )
+        return person
+
+    def add_person(
+        self,
+        person_id: str,
+        *,
+        role: str | Role,
+        actor: str,
+        municipality: str | None = None,
+        name: str = "",
+        email: str | None = None,
+    ) -> Person:
+        """Register someone who may act (administrators only)."""
+        person = Person(
+            id=person_id,
+            role=Role.parse(str(role)),
+            municipality=municipality,
+            name=name,
+            email=email,
+        )
+        data: dict[str, Any] = {"role": person.role.value}
+        if municipality:
+            data["municipality"] = municipality
+        if name:
+            data["name"] = name
+        if email:
+            data["email"] = email
+        self.create(f"person:{person_id}", actor=actor, data=data)
+        return person
+
+    def change_role(
+        self,
+        person_id: str,
+        *,
+        role: str | Role,
+        actor: str,
+        municipality: str | None = None,
+        note: str | None = None,
+    ) -> Person:
+        """Give someone another role (and municipality), audited on their chain."""
+        current = self.person(person_id)
+        person = Person(
+            id=person_id,
+            role=Role.parse(str(role)),
+            municipality=municipality,
+            name=current.name,
+            email=current.email,
+        )
+        self.record(
+            f"person:{person_id}",
+            "change_role",
+            actor=actor,
+            data={"role": person.role.value, "municipality": municipality},
+            roles=frozenset({Role.ADMIN}),
+            note=note,
+            attrs={"role": person.role.value, "municipality": municipality},
+            scope=(municipality,) if municipality else (),
+        )
+        return person
+
+    def person(self, person_id: str) -> Person:
+        """The registered person ``person_id``."""
+        view = self._read_entity(f"person:{person_id}")
+        if view is None:
+            raise UnknownActor(person_id)
+        attrs = json.loads(view.attrs)
+        return Person(
+            id=person_id,
+            role=Role(attrs["role"]),
+            municipality=attrs.get("municipality"),
+            name=attrs.get("name", ""),
+            email=attrs.get("email"),
+            active=view.state == "active",
+        )
+
+    def people(self) -> list[Person]:
+        """Everyone registered, active or not, by id."""
+        with database.storage_errors("reading people"), database.read_transaction(
+            self._db
+        ) as conn:
+            rows = conn.execute(
+                sa.select(_E.c.ref, _E.c.state, _E.c.attrs)
+                .where(_E.c.workflow == "person")
+                .order_by(_E.c.ref)
+            ).all()
+        result = []
+        for r in rows:
+            attrs = json.loads(r.attrs)
+            result.append(
+                Person(
+                    id=r.ref.split(":", 1)[1],
+                    role=Role(attrs["role"]),
+                    municipality=attrs.get("municipality"),
+                    name=attrs.get("name", ""),
+                    email=attrs.get("email"),
+                    active=r.state == "active",
+                )
+            )
+        return result
+
+    # ------------------------------------------------------------------ reading
+
+    def _read_entity(self, ref: str) -> Any:
+        with database.storage_errors(f"reading {ref}"), database.read_transaction(
+            self._db
+        ) as conn:
+            return conn.execute(sa.select(_E).where(_E.c.ref == ref)).one_or_none()
+
+    def _allowed(
+        self,
+        conn: Connection,
+        row: _Locked,
+        who: _Actor | None,
+        now: datetime,
+        *,
+        check_guards: bool,
+    ) -> tuple[str, ...]:
+        allowed, _ = self._allowed_and_blocked(conn, row, who, now, check_guards=check_guards)
+        return allowed
+
+    def _allowed_and_blocked(
+        self,
+        conn: Connection,
+        row: _Locked,
+        who: _Actor | None,
+        now: datetime,
+        *,
+        check_guards: bool,
+    ) -> tuple[tuple[str, ...], dict[str, tuple[str, ...]]]:
+        allowed: list[str] = []
+        blocked: dict[str, tuple[str, ...]] = {}
+        context = _Context(conn, now, self._queries)
+        for trigger in row.workflow.triggers_from(row.state):
+            spec = row.workflow.spec_from(trigger, row.state)
+            assert spec is not None
+            if who is not None and permission_problem(
+                row.workflow.roles(row.attrs, spec),
+                trigger=trigger,
+                time_based=spec.time_based,
+                actor=who,
+                scope=row.scope,
+            ):
+                continue
+            if check_guards and spec.guards:
+                subject = Subject(
+                    ref=row.ref,
+                    state=row.state,
+                    attrs=row.attrs,
+                    scope=row.scope,
+                    fiscal_year=row.fiscal_year,
+                )
+                reasons = row.workflow.check_guards(subject, trigger, context)
+                if reasons:
+                    blocked[trigger] = tuple(reasons)
+                    continue
+            allowed.append(trigger)
+        return tuple(allowed), blocked
+
+    def get(self, ref: str, *, actor: str | None = None) -> EntityView:
+        """The entity ``ref`` now: state, version, overdue, and what ``actor`` may fire.
+
+        Without ``actor``, ``allowed`` lists every trigger the state and guards allow.
+        """
+        parsed, workflow = self._parse(ref)
+        ref = str(parsed)
+        with database.storage_errors(f"reading {ref}"), database.read_transaction(
+            self._db
+        ) as conn:
+            row = conn.execute(sa.select(_E).where(_E.c.ref == ref)).one_or_none()
+            if row is None:
+                raise UnknownReference(ref)
+            who = None if actor is None else self._actor(conn, actor)
+            locked = _Locked(
+                id=row.id,
+                ref=ref,
+                workflow=workflow,
+                state=row.state,
+                version=row.version,
+                scope=_split_scope(row.scope),
+                fiscal_year=row.fiscal_year,
+                attrs=json.loads(row.attrs),
+                chain_len=row.chain_len,
+                chain_head=row.chain_head,
+                next_seq=0,
+            )
+            allowed, blocked = self._allowed_and_blocked(
+                conn, locked, who, self._clock(), check_guards=True
+            )
+        return EntityView(
+            ref=ref,
+            workflow=workflow.name,
+            state=row.state,
+            state_label=workflow.state_label(row.state),
+            version=row.version,
+            scope=locked.scope,
+            fiscal_year=row.fiscal_year,
+            attrs=locked.attrs,
+            overdue=row.overdue_since is not None,
+            allowed=allowed,
+            blocked=blocked,
+        )
+
+    def history(self, ref: str) -> list[AuditEntry]:
+        """Every audit entry of ``ref``, oldest first."""
+        parsed, _ = self._parse(ref)
+        ref = str(parsed)
+        with database.storage_errors(f"reading the history of {ref}"), database.read_transaction(
+            self._db
+        ) as conn:
+            if conn.execute(sa.select(_E.c.id).where(_E.c.ref == ref)).first() is None:
+                raise UnknownReference(ref)
+            rows = conn.execute(
+                sa.select(_A).where(_A.c.ref == ref).order_by(_A.c.entity_seq)
+            ).all()
+        return [_entry(r) for r in rows]
+
+    def audit_log(
+        self,
+        *,
+        ref: str | None = None,
+        actor: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        batch: int = 2000,
+    ) -> Iterator[AuditEntry]:
+        """The audit log in sequence order, filtered; streamed in batches."""
+        last = 0
+        while True:
+            stmt = sa.select(_A).where(_A.c.seq > last).order_by(_A.c.seq).limit(batch)
+            if ref is not None:
+                stmt = stmt.where(_A.c.ref == ref)
+            if actor is not None:
+                stmt = stmt.where(_A.c.actor == actor)
+            if since is not None:
+                stmt = stmt.where(_A.c.at >= since)
+            if until is not None:
+                stmt = stmt.where(_A.c.at < until)
+            with database.storage_errors("reading the audit log"), database.read_transaction(
+                self._db
+            ) as conn:
+                rows = conn.execute(stmt).all()
+            if not rows:
+                return
+            for r in rows:
+                yield _entry(r)
+            last = rows[-1].seq
+
+    # ------------------------------------------------------------------ audit
+
+    def verify_audit(self, *, expect_digest: str | None = None) -> VerifyReport:
+        """Recompute every hash and chain; name the first entry edited, removed, inserted
+        or reordered, and any entity whose state its log does not explain.
+
+        ``expect_digest`` is a checkpoint digest kept outside the database: the report then
+        also says whether history up to that checkpoint is unchanged.
+        """
+        verifier = audit.Verifier()
+        digests: set[str] = set()
+        with database.storage_errors("verifying the audit log"), database.read_transaction(
+            self._db
+        ) as conn:
+            result = conn.execute(
+                sa.select(_A).order_by(_A.c.seq),
+                execution_options={"yield_per": 5000, "stream_results": True},
+            )
+            for r in result:
+                entry = _entry(r)
+                verifier.feed(entry)
+                if entry.kind == audit.KIND_CHECKPOINT:
+                    with contextlib.suppress(ValueError, KeyError, TypeError):
+                        digests.add(str(json.loads(entry.data)["digest"]))
+            result.close()
+            heads = [
+                audit.EntityHead(
+                    ref=h.ref, state=h.state, chain_len=h.chain_len, chain_head=h.chain_head
+                )
+                for h in conn.execute(
+                    sa.select(_E.c.ref, _E.c.state, _E.c.chain_len, _E.c.chain_head)
+                )
+            ]
+        problems = verifier.finish(heads)
+        if expect_digest is not None and expect_digest not in digests:
+            from .types import Problem
+
+            problems.insert(
+                0,
+                Problem(
+                    seq=None,
+                    ref=audit.CHECKPOINT_REF,
+                    reason="checkpoint_missing",
+                    detail=f"no checkpoint with digest {expect_digest} is in the log: history "
+                    "up to it has been changed",
+                ),
+            )
+        return VerifyReport(
+            entries=verifier.entries,
+            entities=len(heads),
+            checkpoints=verifier.checkpoints,
+            problems=tuple(problems),
+            last_checkpoint_seq=verifier.last_checkpoint_seq,
+            last_checkpoint_digest=verifier.last_checkpoint_digest,
+        )
+
+    def checkpoint(self, *, actor: str = SCHEDULER_ACTOR) -> AuditEntry:
+        """Seal every entry since the last checkpoint with a cumulative digest.
+
+        Keep the returned entry's digest outside the database: ``verify_audit(
+        expect_digest=...)`` later proves history up to it is unchanged.
+        """
+        with self._writing(audit.CHECKPOINT_REF, "checkpoint") as conn:
+            who = self._actor(conn, actor)
+            if who.role not in (Role.SCHEDULER, Role.AUDITOR, Role.ADMIN):
+                raise PermissionDenied(
+                    ref=audit.CHECKPOINT_REF,
+                    trigger="checkpoint",
+                    state="-",
+                    actor=who.id,
+                    role=who.role.value,
+                    reason="checkpoints are made by the scheduler, an auditor or an admin",
+                )
+            if self._pg:
+                # Every writer holds this lock (shared) from the moment it takes its
+                # sequence number until it commits: taking it exclusively waits for the
+                # writers in flight and keeps new ones out, so the checkpoint seals a prefix
+                # of the log with no lower sequence number still to be committed.
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(SEQ_LOCK_KEY)))
+            last = conn.execute(
+                sa.select(_A)
+                .where(_A.c.ref == audit.CHECKPOINT_REF)
+                .order_by(_A.c.entity_seq.desc())
+                .limit(1)
+            ).one_or_none()
+            digest = audit.GENESIS if last is None else json.loads(last.data)["digest"]
+            from_seq = 0 if last is None else last.seq
+            count = 0
+            hashes = conn.execute(
+                sa.select(_A.c.hash).where(_A.c.seq > from_seq).order_by(_A.c.seq),
+                execution_options={"yield_per": 10000},
+            )
+            for (h,) in hashes:
+                digest = audit.fold_digest(digest, h)
+                count += 1
+            seq = self._next_seq(conn)
+            now = self._clock()
+            data = audit.canonical_json(
+                {"count": count, "digest": digest, "from_seq": from_seq + 1, "to_seq": seq - 1}
+            )
+            self._append(
+                conn,
+                seq=seq,
+                ref=audit.CHECKPOINT_REF,
+                entity_seq=1 if last is None else last.entity_seq + 1,
+                prev_hash=audit.GENESIS if last is None else last.hash,
+                kind=audit.KIND_CHECKPOINT,
+                at=now,
+                actor=who,
+                trigger="checkpoint",
+                from_state=None,
+                to_state=None,
+                note=None,
+                data=data,
+                workflow_version="-",
+                fiscal_year=None,
+            )
+            row = conn.execute(sa.select(_A).where(_A.c.seq == seq)).one()
+        return _entry(row)
+
+    # ------------------------------------------------------------------ events
+
+    def on_transition(self, callback: TransitionCallback) -> Callable[[], None]:
+        """Call ``callback(transition)`` after each committed transition or creation.
+
+        From the moment a callback is registered, every change this engine commits also
+        queues an outbox message in its transaction; messages are delivered after the
+        commit, at least once, and a message whose delivery failed (the callback raised,
+        or the process died) is retried by the next delivery (:meth:`deliver_pending`).
+        Returns a function that unsubscribes.
+        """
+        self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with contextlib.suppress(ValueError):
+                self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def _enqueue(self, conn: Connection, result: Transition, now: datetime) -> None:
+        payload = audit.canonical_json(
+            {
+                "seq": result.seq,
+                "ref": result.ref,
+                "workflow": result.workflow,
+                "trigger": result.trigger,
+                "from_state": result.from_state,
+                "to_state": result.to_state,
+                "actor": result.actor,
+                "role": result.role,
+                "at": audit.format_time(result.at),
+                "note": result.note,
+                "data": dict(result.data),
+                "hash": result.hash,
+            }
+        )
+        conn.execute(
+            _O.insert(),
+            {
+                "audit_seq": result.seq,
+                "channel": CHANNEL_TRANSITION,
+                "payload": payload,
+                "created_at": now,
+                "attempts": 0,
+                "next_attempt_at": now,
+                "delivered_at": None,
+                "last_error": None,
+                "done": False,
+            },
+        )
+
+    def _after_commit(self, result: Transition) -> None:
+        if log.enabled():
+            self._log.info(
+                "transition",
+                ref=result.ref,
+                trigger=result.trigger,
+                from_state=result.from_state,
+                to_state=result.to_state,
+                actor=result.actor,
+                seq=result.seq,
+            )
+        if self._subscribers:
+            self.deliver_pending()
+
+    def deliver_pending(self, *, limit: int = 1000) -> int:
+        """Deliver queued transition events to this engine's subscribers; return how many.
+
+        Each message is claimed (leased) before its callbacks run, so two processes never
+        deliver the same message at once; it is marked done only after every callback
+        returned. Nested calls (a callback that fires a transition) leave the work to the
+        outer call.
+        """
+        if not self._subscribers or getattr(self._delivering, "active", False):
+            return 0
+        self._delivering.active = True
+        delivered = 0
+        try:
+            while delivered < limit:
+                claimed = self._claim(min(100, limit - delivered))
+                if not claimed:
+                    break
+                for message_id, payload in claimed:
+                    error = self._deliver_one(payload)
+                    self._settle(message_id, error)
+                    if error is None:
+                        delivered += 1
+                if len(claimed) < 100:
+                    break
+        finally:
+            self._delivering.active = False
+        return delivered
+
+    def _claim(self, count: int) -> list[tuple[int, str]]:
+        now = self._clock()
+        with database.storage_errors("claiming outbox messages"), database.write_transaction(
+            self._db
+        ) as conn:
+            stmt = (
+                sa.select(_O.c.id, _O.c.payload)
+                .where(
+                    _O.c.done.is_(False),
+                    _O.c.channel == CHANNEL_TRANSITION,
+                    _O.c.next_attempt_at <= now,
+                )
+                .order_by(_O.c.id)
+                .limit(count)
+            )
+            if self._pg:
+                stmt = stmt.with_for_update(skip_locked=True)
+            rows = conn.execute(stmt).all()
+            if rows:
+                conn.execute(
+                    _O.update()
+                    .where(_O.c.id.in_([r.id for r in rows]))
+                    .values(next_attempt_at=now + OUTBOX_LEASE, attempts=_O.c.attempts + 1)
+                )
+        return [(r.id, r.payload) for r in rows]
+
+    def _deliver_one(self, payload: str) -> str | None:
+        data = json.loads(payload)
+        event = Transition(
+            seq=data["seq"],
+            ref=data["ref"],
+            workflow=data["workflow"],
+            trigger=data["trigger"],
+            from_state=data["from_state"],
+            to_state=data["to_state"],
+            actor=data["actor"],
+            role=data["role"],
+            at=datetime.strptime(data["at"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC),
+            note=data["note"],
+            data=data["data"],
+            hash=data["hash"],
+        )
+        for callback in list(self._subscribers):
+            try:
+                callback(event)
+            except Exception as exc:
+                self._log.error(
+                    "subscriber_failed", ref=event.ref, seq=event.seq, error=repr(exc)
+                )
+                return repr(exc)
+        return None
+
+    def _settle(self, message_id: int, error: str | None) -> None:
+        now = self._clock()
+        values: dict[str, Any]
+        if error is None:
+            values = {"done": True, "delivered_at": now, "last_error": None}
+        else:
+            values = {"next_attempt_at": now + timedelta(seconds=30), "last_error": error[:2000]}
+        with database.storage_errors("settling an outbox message"), database.write_transaction(
+            self._db
+        ) as conn:
+            conn.execute(_O.update().where(_O.c.id == message_id).values(**values))
+
+
+def _entry(r: Any) -> AuditEntry:
+    return AuditEntry(
+        seq=r.seq,
+        ref=r.ref,
+        entity_seq=r.entity_seq,
+        kind=r.kind,
+        at=r.at,
+        virtual_at=r.virtual_at,
+        actor=r.actor,
+        role=r.role,
+        fiscal_year=r.fiscal_year,
+        trigger=r.trigger,
+        from_state=r.from_state,
+        to_state=r.to_state,
+        note=r.note,
+        data=r.data,
+        workflow_version=r.workflow_version,
+        prev_hash=r.prev_hash,
+        hash=r.hash,
+    )
