@@ -27,3 +27,8 @@ def test_workflow_diagrams_in_the_docs_are_generated_from_the_code(page: str) ->
 
 def test_architecture_page_shows_the_measure_workflow() -> None:
     assert "measure" in _diagrams((DOCS / "architecture.md").read_text(encoding="utf-8"))
+
+
+def test_concepts_page_has_a_diagram_of_every_workflow() -> None:
+    shown = _diagrams((DOCS / "concepts.md").read_text(encoding="utf-8"))
+    assert set(shown) == {w.name for w in default_registry()}
