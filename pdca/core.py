@@ -92,6 +92,20 @@ class _Actor:
     municipality: str | None
 
 
+def _actor_of(actor: str, state: str | None, attrs: str | None) -> _Actor:
+    """The acting person from their entity row (state and attributes), or refuse them."""
+    if not isinstance(actor, str) or not actor:
+        raise UnknownActor(str(actor), "an actor is required: who is acting?")
+    if actor == SCHEDULER_ACTOR:
+        return _Actor(SCHEDULER_ACTOR, Role.SCHEDULER, None)
+    if state is None or attrs is None:
+        raise UnknownActor(actor)
+    if state != "active":
+        raise UnknownActor(actor, f"{actor} has been deactivated and may not act")
+    parsed = json.loads(attrs)
+    return _Actor(actor, Role(parsed["role"]), parsed.get("municipality"))
+
+
 def permission_problem(
     spec_roles: frozenset[Role],
     *,
@@ -149,6 +163,8 @@ class _Locked:
     chain_len: int
     chain_head: str
     next_seq: int
+    actor_state: str | None = None
+    actor_attrs: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,8 +231,36 @@ class EngineCore:
         self._subscribers: list[TransitionCallback] = []
         self._delivering = threading.local()
         self._pg = db.dialect.name == "postgresql"
+        self._write_db = database.writer(db)
         self._log = log.get_logger()
         self._lock_stmt = self._build_lock_statement()
+        # The hot statements, built once: building and cache-keying a statement per call
+        # cost more than executing it.
+        self._insert_audit = _A.insert()
+        self._move_head: dict[tuple[bool, bool], sa.Update] = {}
+        for with_state in (False, True):
+            for with_attrs in (False, True):
+                values: dict[str, Any] = {
+                    "chain_len": sa.bindparam("new_len"),
+                    "chain_head": sa.bindparam("new_head"),
+                    "updated_at": sa.bindparam("new_at", type_=_E.c.updated_at.type),
+                }
+                if with_state:
+                    values.update(
+                        state=sa.bindparam("new_state"),
+                        version=sa.bindparam("new_version"),
+                        overdue_since=None,
+                    )
+                if with_attrs:
+                    values.update(
+                        attrs=sa.bindparam("new_attrs"), version=sa.bindparam("new_version")
+                    )
+                self._move_head[(with_state, with_attrs)] = (
+                    _E.update()
+                    .where(_E.c.id == sa.bindparam("row_id"),
+                           _E.c.chain_len == sa.bindparam("old_len"))
+                    .values(**values)
+                )
 
     # ------------------------------------------------------------------ opening
 
@@ -272,30 +316,42 @@ class EngineCore:
     # ------------------------------------------------------------------ internals
 
     def _build_lock_statement(self) -> sa.Select[Any]:
+        """Lock the entity row and, in the same round trip, read the acting person and
+        take the next audit sequence number."""
         if self._pg:
             next_seq: Any = _pg_next_seq()
         else:
             next_seq = (
                 sa.select(sa.func.coalesce(sa.func.max(_A.c.seq), 0) + 1).scalar_subquery()
             )
-        stmt = sa.select(
-            _E.c.id,
-            _E.c.workflow,
-            _E.c.state,
-            _E.c.version,
-            _E.c.scope,
-            _E.c.fiscal_year,
-            _E.c.attrs,
-            _E.c.chain_len,
-            _E.c.chain_head,
-            next_seq.label("next_seq"),
-        ).where(_E.c.ref == sa.bindparam("ref"))
+        person = _E.alias("person")
+        columns = ("id", "workflow", "state", "version", "scope", "fiscal_year", "attrs",
+                   "chain_len", "chain_head")
+        target: Any = _E
         if self._pg:
-            stmt = stmt.with_for_update()
+            # Lock first, in a subquery, and take the sequence number in the outer query:
+            # the number is then taken only once the row lock is held, so the entries of
+            # one chain get increasing numbers in the order they are written.
+            target = (
+                sa.select(*(_E.c[c] for c in columns))
+                .where(_E.c.ref == sa.bindparam("ref"))
+                .with_for_update()
+                .subquery("locked")
+            )
+        stmt = sa.select(
+            *(target.c[c] for c in columns),
+            person.c.state.label("actor_state"),
+            person.c.attrs.label("actor_attrs"),
+            next_seq.label("next_seq"),
+        ).select_from(target.outerjoin(person, person.c.ref == sa.bindparam("actor_ref")))
+        if not self._pg:
+            stmt = stmt.where(_E.c.ref == sa.bindparam("ref"))
         return stmt
 
-    def _lock(self, conn: Connection, ref: str) -> _Locked | None:
-        row = conn.execute(self._lock_stmt, {"ref": ref}).one_or_none()
+    def _lock(self, conn: Connection, ref: str, actor: str | None = None) -> _Locked | None:
+        row = conn.execute(
+            self._lock_stmt, {"ref": ref, "actor_ref": f"person:{actor}" if actor else ""}
+        ).one_or_none()
         if row is None:
             return None
         return _Locked(
@@ -310,6 +366,8 @@ class EngineCore:
             chain_len=row.chain_len,
             chain_head=row.chain_head,
             next_seq=int(row.next_seq),
+            actor_state=row.actor_state,
+            actor_attrs=row.actor_attrs,
         )
 
     def _next_seq(self, conn: Connection) -> int:
@@ -326,12 +384,8 @@ class EngineCore:
         row = conn.execute(
             sa.select(_E.c.state, _E.c.attrs).where(_E.c.ref == f"person:{actor}")
         ).one_or_none()
-        if row is None:
-            raise UnknownActor(actor)
-        if row.state != "active":
-            raise UnknownActor(actor, f"{actor} has been deactivated and may not act")
-        attrs = json.loads(row.attrs)
-        return _Actor(actor, Role(attrs["role"]), attrs.get("municipality"))
+        return _actor_of(actor, None if row is None else row.state,
+                         None if row is None else row.attrs)
 
     def _append(
         self,
@@ -374,7 +428,7 @@ class EngineCore:
             prev_hash=prev_hash,
         )
         conn.execute(
-            _A.insert(),
+            self._insert_audit,
             {
                 "seq": seq,
                 "ref": ref,
@@ -430,26 +484,26 @@ class EngineCore:
             workflow_version=row.workflow.version,
             fiscal_year=row.fiscal_year,
         )
-        values: dict[str, Any] = {
-            "chain_len": row.chain_len + 1,
-            "chain_head": digest,
-            "updated_at": at,
+        transition = kind == audit.KIND_TRANSITION
+        params: dict[str, Any] = {
+            "row_id": row.id,
+            "old_len": row.chain_len,
+            "new_len": row.chain_len + 1,
+            "new_head": digest,
+            "new_at": at,
+            "new_version": row.version + 1,
         }
-        if kind == audit.KIND_TRANSITION:
-            values["state"] = to_state
-            values["version"] = row.version + 1
-            values["overdue_since"] = None
-        elif attrs is not None or scope is not None:
-            values["version"] = row.version + 1
+        if transition:
+            params["new_state"] = to_state
         if attrs is not None:
-            values["attrs"] = audit.canonical_json(dict(attrs))
+            params["new_attrs"] = audit.canonical_json(dict(attrs))
         if scope is not None:
-            values["scope"] = ";".join(scope)
-        result = conn.execute(
-            _E.update()
-            .where(_E.c.id == row.id, _E.c.chain_len == row.chain_len)
-            .values(**values)
-        )
+            result = conn.execute(
+                self._move_head[(transition, attrs is not None)].values(scope=";".join(scope)),
+                params,
+            )
+        else:
+            result = conn.execute(self._move_head[(transition, attrs is not None)], params)
         if result.rowcount != 1:  # pragma: no cover - the row lock makes this impossible
             raise ConcurrentTransition(
                 ref=row.ref, trigger=trigger, state=row.state, detail="its row changed under us"
@@ -460,7 +514,7 @@ class EngineCore:
     def _writing(self, ref: str, trigger: str) -> Iterator[Connection]:
         """A write transaction whose lock conflicts become :class:`ConcurrentTransition`."""
         try:
-            with database.write_transaction(self._db) as conn:
+            with database.write_transaction(self._write_db) as conn:
                 yield conn
         except sa.exc.DBAPIError as exc:
             if database.is_lock_conflict(exc) or database.is_unique_violation(exc):
@@ -512,8 +566,11 @@ class EngineCore:
         """
         request = self._prepare_fire(ref, trigger, note, data)
         with self._writing(request.ref, trigger) as conn:
-            who = self._actor(conn, actor)
-            result, refusal = self._fire_in(conn, request, who, expected_version)
+            row = self._lock(conn, request.ref, actor)
+            if row is None:
+                raise UnknownReference(request.ref)
+            who = _actor_of(actor, row.actor_state, row.actor_attrs)
+            result, refusal = self._fire_in(conn, request, who, expected_version, row)
         if refusal is not None:
             if log.enabled():
                 self._log.info(
@@ -582,11 +639,13 @@ class EngineCore:
         request: _FireRequest,
         who: _Actor,
         expected_version: int | None,
+        row: _Locked | None = None,
     ) -> tuple[Transition | None, PdcaError | None]:
         """One transition inside an open write transaction: the result, or the refusal
         (already audited when it is a permission or guard refusal)."""
         ref, trigger, workflow = request.ref, request.trigger, request.workflow
-        row = self._lock(conn, ref)
+        if row is None:
+            row = self._lock(conn, ref)
         if row is None:
             raise UnknownReference(ref)
         if expected_version is not None and expected_version != row.version:

@@ -49,9 +49,11 @@ def create_engine(url: str, *, lock_timeout: float = LOCK_TIMEOUT_S) -> Engine:
     if parsed.get_backend_name() == "postgresql":
         ms = int(lock_timeout * 1000)
         try:
+            # No pre-ping (a round trip per transaction): a connection the server dropped
+            # fails once, is discarded by the pool, and the next transaction reconnects.
             return sa.create_engine(
                 parsed,
-                pool_pre_ping=True,
+                pool_recycle=1800,
                 connect_args={"options": f"-c lock_timeout={ms} -c timezone=UTC"},
             )
         except (ImportError, sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as exc:
@@ -90,10 +92,10 @@ def _sqlite_engine(url: sa.URL, lock_timeout: float) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        if conn.get_execution_options().get(_WRITE):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-        else:
-            conn.exec_driver_sql("BEGIN")
+        # Straight to the driver: this runs once per transaction, on the hot path.
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        raw.execute("BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "BEGIN")
 
     return engine
 
@@ -102,11 +104,18 @@ def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
+def writer(engine: Engine) -> Engine:
+    """The same engine (same pool) marked for writing: SQLite then starts its
+    transactions with ``BEGIN IMMEDIATE``."""
+    return engine.execution_options(**{_WRITE: True})
+
+
 @contextlib.contextmanager
 def write_transaction(engine: Engine) -> Iterator[Connection]:
     """One write transaction: commit at the end, roll back on any error."""
     with engine.connect() as conn:
-        conn.execution_options(**{_WRITE: True})
+        if not conn.get_execution_options().get(_WRITE):
+            conn.execution_options(**{_WRITE: True})
         with conn.begin():
             yield conn
 
