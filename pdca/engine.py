@@ -110,12 +110,13 @@ def _read_csv(
     try:
         text = Path(path).read_text(encoding="utf-8-sig")
     except FileNotFoundError:
-        raise InvalidInput(f"file {source} does not exist") from None
+        raise InvalidInput("the file does not exist", source=source) from None
     except UnicodeDecodeError:
         raise InvalidInput("the file is not UTF-8 text (save it as CSV UTF-8)",
                            source=source) from None
     except OSError as exc:
-        raise InvalidInput(f"cannot read {source}: {exc}") from None
+        raise InvalidInput(f"cannot read the file: {exc.strerror or exc}",
+                           source=source) from None
     reader = csv.DictReader(io.StringIO(text))
     header = [h.strip() for h in (reader.fieldnames or [])]
     if header != list(columns):
@@ -621,6 +622,11 @@ class Engine(EngineCore):
                 except ValueError:
                     raise InvalidData(f"year must be a whole number, not {row['year']!r}",
                                       field="year") from None
+                if len(row["year"]) != 4:
+                    raise InvalidData(
+                        f"year must be a four-digit year such as 2023, not {row['year']!r}",
+                        field="year",
+                    )
                 if row["sector"] not in sectors:
                     raise InvalidData(
                         f"unknown sector {row['sector']!r}; the plan's sectors are "

@@ -46,6 +46,11 @@ def _municipality(subject: Subject) -> str:
     return subject.scope[0]
 
 
+def _count(n: int, one: str, many: str) -> str:
+    """``1 sector has`` / ``3 sectors have``."""
+    return f"{n} {one if n == 1 else many}"
+
+
 def _listing(items: list[str], limit: int = 10) -> str:
     shown = ", ".join(items[:limit])
     return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
@@ -58,7 +63,8 @@ def every_sector_has_emissions(subject: Subject, ctx: GuardContext) -> str | Non
     year, missing = ctx.query("missing_emissions", municipality=_municipality(subject),
                               fiscal_year=_fy(subject))
     if missing:
-        return (f"{len(missing)} sectors have no emissions figure for {year}: "
+        return (f"{_count(len(missing), 'sector has', 'sectors have')} no emissions figure "
+                f"for {year}: "
                 f"{_listing(missing)}")
     return None
 
@@ -67,8 +73,8 @@ def every_active_measure_is_evaluated(subject: Subject, ctx: GuardContext) -> st
     missing = ctx.query("missing_evaluations", municipality=_municipality(subject),
                         fiscal_year=_fy(subject))
     if missing:
-        noun = "measure has" if len(missing) == 1 else "measures have"
-        return f"{len(missing)} {noun} no evaluation for FY{_fy(subject)}: {_listing(missing)}"
+        return (f"{_count(len(missing), 'measure has', 'measures have')} no evaluation for "
+                f"FY{_fy(subject)}: {_listing(missing)}")
     return None
 
 
@@ -83,7 +89,8 @@ def region_has_published(subject: Subject, ctx: GuardContext) -> str | None:
 def every_member_reported(subject: Subject, ctx: GuardContext) -> str | None:
     missing = ctx.query("members_not_reported", fiscal_year=_fy(subject))
     if missing:
-        return (f"{len(missing)} members have not made their internal report for "
+        return (f"{_count(len(missing), 'member has not made its', 'members have not made their')}"
+                " internal report for "
                 f"FY{_fy(subject)}: {_listing(missing)}")
     return None
 
@@ -91,7 +98,8 @@ def every_member_reported(subject: Subject, ctx: GuardContext) -> str | None:
 def every_priority_project_evaluated(subject: Subject, ctx: GuardContext) -> str | None:
     missing = ctx.query("missing_priority_evaluations", fiscal_year=_fy(subject))
     if missing:
-        return (f"{len(missing)} priority projects have no evaluation for FY{_fy(subject)}: "
+        return (f"{_count(len(missing), 'priority project has', 'priority projects have')} "
+                f"no evaluation for FY{_fy(subject)}: "
                 f"{_listing(missing)}")
     return None
 
@@ -116,7 +124,8 @@ def advisory_committee_held(subject: Subject, ctx: GuardContext) -> str | None:
 def every_advice_answered(subject: Subject, ctx: GuardContext) -> str | None:
     open_advice = ctx.query("open_advice", fiscal_year=_fy(subject))
     if open_advice:
-        return (f"{len(open_advice)} pieces of advice are not answered yet: "
+        return (f"{_count(len(open_advice), 'piece of advice is', 'pieces of advice are')} "
+                "not answered yet: "
                 f"{_listing(open_advice)}")
     return None
 
