@@ -223,10 +223,16 @@ class EngineCore:
         registry: Registry | None = None,
         clock: Clock | None = None,
         queries: Mapping[str, Any] | None = None,
+        simulation: bool = False,
+        virtual_now: datetime | None = None,
     ) -> None:
         self._db = db
+        #: A training or simulation database: business time is a virtual clock kept in
+        #: the database; audit entries carry the real time and the virtual time.
+        self.simulation = simulation
+        self._virtual_now = virtual_now
         self._registry = registry or default_registry()
-        self._clock = clock or _utcnow
+        self._clock = clock or (self._virtual_clock if simulation else _utcnow)
         self._queries: dict[str, Any] = dict(queries or {})
         self._subscribers: list[TransitionCallback] = []
         self._delivering = threading.local()
@@ -285,10 +291,18 @@ class EngineCore:
             if migrate:
                 database.upgrade(db)
             database.check_schema(db)
+            settings = database.read_settings(db, ("simulation", "virtual_now"))
         except BaseException:
             db.dispose()
             raise
-        return cls(db, registry=registry, clock=clock)
+        virtual = settings.get("virtual_now")
+        return cls(
+            db,
+            registry=registry,
+            clock=clock,
+            simulation=settings.get("simulation") == "true",
+            virtual_now=datetime.fromisoformat(virtual) if virtual else None,
+        )
 
     def close(self) -> None:
         """Release every pooled connection."""
@@ -310,8 +324,13 @@ class EngineCore:
         return str(self._db.dialect.name)
 
     def now(self) -> datetime:
-        """The engine's current time (UTC)."""
+        """The engine's current time (UTC): the virtual clock's in a simulation database."""
         return self._clock()
+
+    def _virtual_clock(self) -> datetime:
+        if self._virtual_now is None:
+            raise PdcaError("this simulation database has no virtual time yet")
+        return self._virtual_now
 
     # ------------------------------------------------------------------ internals
 
@@ -409,13 +428,18 @@ class EngineCore:
         actor_id, role = (
             (actor, SYSTEM_ACTOR) if isinstance(actor, str) else (actor.id, actor.role.value)
         )
+        virtual_at: datetime | None = None
+        if self.simulation:
+            # Never backdated, never ahead: the entry's time is the real time; the
+            # business time of a simulation is kept beside it.
+            at, virtual_at = _utcnow(), at
         digest = audit.entry_hash(
             seq=seq,
             ref=ref,
             entity_seq=entity_seq,
             kind=kind,
             at=at,
-            virtual_at=None,
+            virtual_at=virtual_at,
             actor=actor_id,
             role=role,
             fiscal_year=fiscal_year,
@@ -435,7 +459,7 @@ class EngineCore:
                 "entity_seq": entity_seq,
                 "kind": kind,
                 "at": at,
-                "virtual_at": None,
+                "virtual_at": virtual_at,
                 "actor": actor_id,
                 "role": role,
                 "fiscal_year": fiscal_year,
@@ -517,6 +541,11 @@ class EngineCore:
             with database.write_transaction(self._write_db) as conn:
                 yield conn
         except sa.exc.DBAPIError as exc:
+            if database.is_unique_violation(exc) and "entities" in str(exc.orig) and (
+                "ref" in str(exc.orig)
+            ):
+                # Two writers created the same entity at once: the loser's is a duplicate.
+                raise DuplicateEntity(ref) from exc
             if database.is_lock_conflict(exc) or database.is_unique_violation(exc):
                 raise ConcurrentTransition(
                     ref=ref,
@@ -855,33 +884,44 @@ class EngineCore:
             if item.ref in seen:
                 raise DuplicateEntity(item.ref)
             seen.add(item.ref)
-        results: list[Transition] = []
         with self._writing("(many)", "create") as conn:
             who = self._creator(conn, actor)
-            existing = self._existing_refs(conn, [i.ref for i in prepared])
-            if existing and not skip_existing:
-                raise DuplicateEntity(sorted(existing)[0])
-            now = self._clock()
-            for item in prepared:
-                if item.ref in existing:
-                    continue
-                problem = permission_problem(
-                    item.roles, trigger="create", time_based=False, actor=who, scope=item.scope
-                )
-                if problem is not None:
-                    raise PermissionDenied(
-                        ref=item.ref,
-                        trigger="create",
-                        state="none",
-                        actor=who.id,
-                        role=who.role.value,
-                        reason=problem,
-                    )
-                results.append(self._insert_entity(conn, item, who, self._next_seq(conn), now))
+            results = self._create_many_in(conn, prepared, who, skip_existing=skip_existing)
         if log.enabled():
             self._log.info("created", count=len(results), actor=actor)
         if self._subscribers:
             self.deliver_pending()
+        return results
+
+    def _create_many_in(
+        self,
+        conn: Connection,
+        prepared: Sequence[_Creation],
+        who: _Actor,
+        *,
+        skip_existing: bool,
+    ) -> list[Transition]:
+        existing = self._existing_refs(conn, [i.ref for i in prepared])
+        if existing and not skip_existing:
+            raise DuplicateEntity(sorted(existing)[0])
+        now = self._clock()
+        results = []
+        for item in prepared:
+            if item.ref in existing:
+                continue
+            problem = permission_problem(
+                item.roles, trigger="create", time_based=False, actor=who, scope=item.scope
+            )
+            if problem is not None:
+                raise PermissionDenied(
+                    ref=item.ref,
+                    trigger="create",
+                    state="none",
+                    actor=who.id,
+                    role=who.role.value,
+                    reason=problem,
+                )
+            results.append(self._insert_entity(conn, item, who, self._next_seq(conn), now))
         return results
 
     def _existing_refs(self, conn: Connection, refs: Sequence[str]) -> set[str]:
@@ -1565,7 +1605,7 @@ class EngineCore:
             self._delivering.active = False
         return delivered
 
-    def _claim(self, count: int) -> list[tuple[int, str]]:
+    def _claim(self, count: int, channel: str = CHANNEL_TRANSITION) -> list[tuple[int, str]]:
         now = self._clock()
         with database.storage_errors("claiming outbox messages"), database.write_transaction(
             self._db
@@ -1574,7 +1614,7 @@ class EngineCore:
                 sa.select(_O.c.id, _O.c.payload)
                 .where(
                     _O.c.done.is_(False),
-                    _O.c.channel == CHANNEL_TRANSITION,
+                    _O.c.channel == channel,
                     _O.c.next_attempt_at <= now,
                 )
                 .order_by(_O.c.id)

@@ -14,16 +14,19 @@ import csv
 import io
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any, cast
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
 
+from . import audit, log, schedule
+from .calendar import TOKYO
 from .core import Clock, EngineCore, permission_problem
 from .errors import (
     DuplicateEntity,
@@ -34,11 +37,20 @@ from .errors import (
     UnknownReference,
 )
 from .ledger import EmissionValue, RegionYear, region_year
+from .notify import (
+    Notice,
+    NoticeKind,
+    NotificationFailed,
+    Notifier,
+    notifier_from_settings,
+)
 from .plans import Plan
+from .schedule import Due
 from .storage import database, queries
-from .storage.models import Entity, EntityScope, Evaluation, Member, Setting
+from .storage.models import DueFiring, Entity, EntityScope, Evaluation, Member, Outbox, Setting
 from .types import EntityView, Role, Transition, validate_municipality_code
 from .workflows import Registry
+from .workflows.cycles import FIRST_STEP
 from .workflows.emissions import STATUSES
 from .workflows.meeting import MEETING_KINDS
 
@@ -47,6 +59,11 @@ _S = cast(sa.Table, EntityScope.__table__)
 _V = cast(sa.Table, Evaluation.__table__)
 _M = cast(sa.Table, Member.__table__)
 _SET = cast(sa.Table, Setting.__table__)
+_DUE = cast(sa.Table, DueFiring.__table__)
+_O = cast(sa.Table, Outbox.__table__)
+
+#: Outbox channel of the notices (reminders, overdue, step open).
+CHANNEL_NOTICE = "notification"
 
 MEASURE_COLUMNS = (
     "code", "municipality", "title_ja", "title_en", "policy_area", "kind",
@@ -148,6 +165,22 @@ def _read_csv(
     return source, rows
 
 
+def _aware(moment: datetime, name: str) -> None:
+    if not isinstance(moment, datetime) or moment.tzinfo is None:
+        raise InvalidInput(f"{name} must be a time with a time zone, not {moment!r}",
+                           field=name)
+
+
+def _tokyo(moment: datetime) -> str:
+    return moment.astimezone(TOKYO).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def audit_table() -> Any:
+    from .storage.models import AuditLog
+
+    return AuditLog.__table__
+
+
 def _at(source: str, line: int, exc: InvalidInput) -> InvalidInput:
     """The same error, located at ``source:line``."""
     return InvalidInput(exc.reason, source=source, line=line, field=exc.field)
@@ -168,9 +201,18 @@ class Engine(EngineCore):
         *,
         registry: Registry | None = None,
         clock: Clock | None = None,
+        simulation: bool = False,
+        virtual_now: datetime | None = None,
     ) -> None:
         self._plan_cache: tuple[str, Plan] | None = None
-        super().__init__(db, registry=registry, clock=clock, queries=queries.build(self._plan_on))
+        super().__init__(
+            db,
+            registry=registry,
+            clock=clock,
+            queries=queries.build(self._plan_on),
+            simulation=simulation,
+            virtual_now=virtual_now,
+        )
 
     # ------------------------------------------------------------------ the plan
 
@@ -760,3 +802,368 @@ class Engine(EngineCore):
         values = {(v.municipality, v.year, v.sector): v
                   for v in self.emission_values(years=(year, plan.base_year))}
         return region_year(plan, values, year)
+
+    # ------------------------------------------------------------------ the scheduler
+
+    @classmethod
+    def create_simulation(
+        cls, url: str, *, start: datetime, registry: Registry | None = None
+    ) -> Engine:
+        """Create a training or simulation database whose clock is virtual, from ``start``.
+
+        The database is marked as a simulation for good: every command then acts at the
+        virtual time, which only ``tick`` and ``simulate`` move (forward), and every audit
+        entry carries both the real and the virtual time. Refused for a database that
+        already holds a real audit log.
+        """
+        _aware(start, "start")
+        engine = cls.open(url, migrate=True, registry=registry)
+        try:
+            if not engine.simulation:
+                with engine._writing("settings", "simulation") as conn:
+                    if conn.execute(sa.select(sa.func.count()).select_from(
+                            cast(sa.Table, audit_table()))).scalar_one():
+                        raise InvalidInput(
+                            "this database already holds a real audit log; a simulation "
+                            "needs a database of its own")
+                    for key, value in (("simulation", "true"),
+                                       ("virtual_now", start.astimezone(UTC).isoformat())):
+                        conn.execute(_SET.delete().where(_SET.c.key == key))
+                        conn.execute(_SET.insert(), {"key": key, "value": value})
+                engine.simulation = True
+                engine._virtual_now = start.astimezone(UTC)
+                engine._clock = engine._virtual_clock
+        except BaseException:
+            engine.close()
+            raise
+        return engine
+
+    def _move_virtual_clock(self, to: datetime) -> None:
+        with self._writing("settings", "tick") as conn:
+            stored = conn.execute(
+                sa.select(_SET.c.value).where(_SET.c.key == "virtual_now")
+            ).scalar_one_or_none()
+            current = datetime.fromisoformat(stored) if stored else None
+            if current is not None and to < current:
+                raise InvalidInput(
+                    f"the virtual clock never goes back: it is at {_tokyo(current)}, "
+                    f"not {_tokyo(to)}", field="at")
+            conn.execute(_SET.delete().where(_SET.c.key == "virtual_now"))
+            conn.execute(_SET.insert(), {"key": "virtual_now",
+                                         "value": to.astimezone(UTC).isoformat()})
+        self._virtual_now = to.astimezone(UTC)
+
+    def _schedule_start(self, at: datetime) -> int:
+        """The first fiscal year the scheduler looks after (fixed by its first tick)."""
+        from .calendar import fiscal_year_of
+
+        with self._writing("settings", "tick") as conn:
+            stored = conn.execute(
+                sa.select(_SET.c.value).where(_SET.c.key == "schedule_from")
+            ).scalar_one_or_none()
+            if stored is not None:
+                return int(stored)
+            first = fiscal_year_of(at)
+            conn.execute(_SET.insert(), {"key": "schedule_from", "value": str(first)})
+            return first
+
+    def _tick_time(self, at: datetime | None) -> datetime:
+        now = self.now()
+        if at is None:
+            return now
+        _aware(at, "at")
+        if self.simulation:
+            self._move_virtual_clock(at)
+            return at
+        if at > now + timedelta(seconds=1):
+            raise InvalidInput(
+                f"--at {_tokyo(at)} is later than now ({_tokyo(now)}): an audit log is "
+                "never run ahead; only a simulation database has a virtual clock",
+                field="at",
+            )
+        return at
+
+    def due(self, until: datetime) -> list[Due]:
+        """What the schedule makes due up to ``until`` (pure; for `pdca schedule show`)."""
+        return schedule.due_until(self.plan, self.plan.first_fiscal_year, until)
+
+    def tick(
+        self,
+        at: datetime | None = None,
+        *,
+        notifier: Notifier | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> TickReport:
+        """Carry out everything the schedule made due up to ``at`` (default: now), in
+        schedule order, each exactly once however often and from however many processes
+        this runs. Then send the queued notices.
+
+        On a normal database ``at`` may not be later than now; on a simulation database it
+        moves the virtual clock forward (never back).
+        """
+        at = self._tick_time(at)
+        plan = self.plan
+        first = self._schedule_start(at)
+        dues = schedule.due_until(plan, first, at)
+        self._store_due(dues)
+        order = {d.key: schedule.sort_key(d) for d in dues}
+        with database.storage_errors("reading due firings"), database.read_transaction(
+            self._db
+        ) as conn:
+            pending = [
+                r.key
+                for r in conn.execute(
+                    sa.select(_DUE.c.key).where(_DUE.c.status == "pending",
+                                                _DUE.c.due_at <= at)
+                )
+            ]
+        pending.sort(key=lambda k: order.get(k, (at, 9, 0, k)))
+        by_key = {d.key: d for d in dues}
+        firings: list[Firing] = []
+        for n, key in enumerate(pending):
+            due = by_key.get(key)
+            if due is not None:
+                firing = self._run_due(plan, due)
+                if firing is not None:
+                    firings.append(firing)
+            if progress is not None:
+                progress(n + 1, len(pending))
+        sent, queued = self.deliver_notifications(notifier)
+        if log.enabled():
+            self._log.info("tick", at=at.isoformat(), fired=len(firings), notices=sent,
+                           simulation=self.simulation)
+        return TickReport(at=at, simulation=self.simulation, firings=tuple(firings),
+                          notices_sent=sent, notices_queued=queued)
+
+    def simulate(
+        self,
+        until: datetime,
+        *,
+        notifier: Notifier | None = None,
+        progress: Callable[[datetime, int], None] | None = None,
+    ) -> list[TickReport]:
+        """Run the schedule on the virtual clock up to ``until``, one tick per due moment.
+
+        Only on a simulation database (see :meth:`create_simulation`).
+        """
+        if not self.simulation:
+            raise InvalidInput("simulate runs only on a simulation database "
+                               "(pdca init --simulation, or pdca demo)")
+        _aware(until, "until")
+        plan = self.plan
+        reports = []
+        first = self._schedule_start(self.now())
+        while True:
+            nxt = schedule.next_due_after(plan, first, self.now())
+            if nxt is None or nxt > until:
+                break
+            reports.append(self.tick(nxt, notifier=notifier))
+            if progress is not None:
+                progress(nxt, len(reports[-1].firings))
+        if until > self.now():
+            reports.append(self.tick(until, notifier=notifier))
+        return reports
+
+    def _store_due(self, dues: Sequence[Due]) -> None:
+        if not dues:
+            return
+        with self._writing("due_firings", "tick") as conn:
+            existing: set[str] = set()
+            keys = [d.key for d in dues]
+            for start in range(0, len(keys), 500):
+                existing.update(
+                    r.key for r in conn.execute(
+                        sa.select(_DUE.c.key).where(_DUE.c.key.in_(keys[start:start + 500])))
+                )
+            rows = [
+                {"key": d.key, "fiscal_year": d.fiscal_year, "action": d.action,
+                 "step": d.step, "ref": d.ref, "trigger": d.trigger,
+                 "states": ";".join(d.states), "due_at": d.at, "order_no": d.order,
+                 "status": "pending", "done_at": None, "outcome": None}
+                for d in dues if d.key not in existing
+            ]
+            if not rows:
+                return
+            insert = (
+                pg_insert(_DUE).on_conflict_do_nothing(index_elements=["key"])
+                if self._pg
+                else _DUE.insert().prefix_with("OR IGNORE")
+            )
+            conn.execute(insert, rows)
+
+    def _run_due(self, plan: Plan, due: Due) -> Firing | None:
+        """One due firing, claimed and carried out in one transaction (exactly once)."""
+        committed: Transition | None = None
+        with self._writing(due.ref or due.key, due.action) as conn:
+            claim = sa.select(_DUE.c.status).where(_DUE.c.key == due.key)
+            if self._pg:
+                claim = claim.with_for_update(skip_locked=True)
+            status = conn.execute(claim).scalar_one_or_none()
+            if status != "pending":
+                return None  # done by another process, or being done right now
+            now = self._clock()
+            who = self._actor(conn, "scheduler")
+            outcome_status, outcome, committed = self._perform(conn, plan, due, who, now)
+            conn.execute(
+                _DUE.update().where(_DUE.c.key == due.key).values(
+                    status=outcome_status, done_at=now, outcome=outcome)
+            )
+        if committed is not None:
+            self._after_commit(committed)
+        if log.enabled():
+            self._log.info("firing", key=due.key, action=due.action, ref=due.ref,
+                           trigger=due.trigger, status=outcome_status, outcome=outcome)
+        return Firing(key=due.key, action=due.action, due_at=due.at, ref=due.ref,
+                      trigger=due.trigger, status=outcome_status, outcome=outcome)
+
+    def _perform(
+        self, conn: Connection, plan: Plan, due: Due, who: Any, now: datetime
+    ) -> tuple[str, str, Transition | None]:
+        if due.action == schedule.OPEN_YEAR:
+            items = [
+                self._prepare_creation(f"cycle:{m.code}:{due.fiscal_year}",
+                                       {"municipality": m.code,
+                                        "fiscal_year": due.fiscal_year}, None)
+                for m in plan.members_of(due.fiscal_year)
+            ]
+            items.append(self._prepare_creation(f"cycle:region:{due.fiscal_year}",
+                                                {"fiscal_year": due.fiscal_year}, None))
+            for n, day in enumerate(plan.staff_meeting_dates(due.fiscal_year), start=1):
+                items.append(self._prepare_creation(
+                    f"meeting:{due.fiscal_year}-staff_meeting-{n}",
+                    {"kind": "staff_meeting", "fiscal_year": due.fiscal_year,
+                     "date": day.isoformat()}, None))
+            created = self._create_many_in(conn, items, who, skip_existing=True)
+            return "done", f"opened FY{due.fiscal_year}: {len(created)} created", None
+
+        assert due.ref is not None
+        row = self._lock(conn, due.ref)
+        if row is None:
+            return "skipped", f"{due.ref} does not exist", None
+        if row.state not in due.states:
+            return "skipped", f"{due.ref} is {row.state}", None
+
+        if due.action == schedule.FIRE:
+            assert due.trigger is not None
+            request = self._prepare_fire(due.ref, due.trigger, None, {})
+            result, refusal = self._fire_in(conn, request, who, None, row)
+            if refusal is not None or result is None:
+                return "skipped", str(refusal), None
+            step = FIRST_STEP if due.trigger == "begin_check" else due.step
+            if step is not None and due.ref.split(":")[1] != "region":
+                self._queue_notice(conn, plan, due, "step_open", step, row.scope, now)
+            return "done", f"{result.from_state} → {result.to_state}", result
+
+        assert due.step is not None
+        if due.action == schedule.DEADLINE:
+            _, day = plan.step_window(due.step, due.fiscal_year)
+            self._append_to(
+                conn, row, kind=audit.KIND_DEADLINE, at=now, actor=who, trigger=due.step,
+                to_state=row.state, note=f"due {day.isoformat()}",
+                data=audit.canonical_json({"step": due.step, "due": day.isoformat(),
+                                           "key": due.key}),
+            )
+            conn.execute(_E.update().where(_E.c.id == row.id).values(overdue_since=now))
+            self._queue_notice(conn, plan, due, "overdue", due.step, row.scope, now)
+            return "done", f"{due.ref} is overdue for {due.step}", None
+        # a reminder
+        self._queue_notice(conn, plan, due, "reminder", due.step, row.scope, now)
+        return "done", f"reminded {due.ref} of {due.step}", None
+
+    def _queue_notice(
+        self,
+        conn: Connection,
+        plan: Plan,
+        due: Due,
+        kind: NoticeKind,
+        step_id: str,
+        scope: tuple[str, ...],
+        now: datetime,
+    ) -> None:
+        step = plan.step(step_id)
+        _, day = plan.step_window(step_id, due.fiscal_year)
+        people = []
+        for r in conn.execute(
+            sa.select(_E.c.ref, _E.c.attrs).where(_E.c.workflow == "person",
+                                                  _E.c.state == "active")
+        ):
+            attrs = json.loads(r.attrs)
+            responsible = (attrs.get("role") == "staff" and attrs.get("municipality") in scope
+                           if scope else attrs.get("role") == "secretariat")
+            if responsible:
+                people.append((r.ref.split(":", 1)[1], attrs.get("email")))
+        notice = Notice(
+            kind=kind, ref=due.ref or "", step=step_id, step_title_ja=step.title_ja,
+            step_title_en=step.title_en, fiscal_year=due.fiscal_year, due=day.isoformat(),
+            recipients=tuple(e for _, e in people if e), people=tuple(p for p, _ in people),
+            key=f"{due.key}:{kind}",
+        )
+        conn.execute(_O.insert(), {
+            "audit_seq": None, "channel": CHANNEL_NOTICE, "payload": notice.to_json(),
+            "created_at": now, "attempts": 0, "next_attempt_at": now,
+            "delivered_at": None, "last_error": None, "done": False,
+        })
+
+    def deliver_notifications(self, notifier: Notifier | None = None) -> tuple[int, int]:
+        """Send the queued notices; return (sent, still queued). A notice that cannot be
+        sent stays queued and is retried later, with a growing delay."""
+        notifier = notifier or notifier_from_settings()
+        sent = 0
+        while True:
+            claimed = self._claim(100, CHANNEL_NOTICE)
+            if not claimed:
+                break
+            for message_id, payload in claimed:
+                try:
+                    notifier.send(Notice.from_json(payload))
+                except NotificationFailed as exc:
+                    self._settle(message_id, str(exc))
+                    self._log.warning("notice_failed", error=str(exc))
+                    continue
+                self._settle(message_id, None)
+                sent += 1
+            if len(claimed) < 100:
+                break
+        with database.storage_errors("counting notices"), database.read_transaction(
+            self._db
+        ) as conn:
+            queued = conn.execute(
+                sa.select(sa.func.count()).select_from(_O).where(
+                    _O.c.channel == CHANNEL_NOTICE, _O.c.done.is_(False))
+            ).scalar_one()
+        return sent, int(queued)
+
+
+# ----------------------------------------------------------------------------- scheduler
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Firing:
+    """What one due firing did."""
+
+    key: str
+    action: str
+    due_at: datetime
+    ref: str | None
+    trigger: str | None
+    status: str  # done | skipped
+    outcome: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TickReport:
+    """What a tick did: every due firing it carried out, in schedule order."""
+
+    at: datetime
+    simulation: bool
+    firings: tuple[Firing, ...]
+    notices_sent: int
+    notices_queued: int
+
+    @property
+    def done(self) -> int:
+        return sum(1 for f in self.firings if f.status == "done")
+
+    @property
+    def skipped(self) -> int:
+        return sum(1 for f in self.firings if f.status == "skipped")

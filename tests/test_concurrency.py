@@ -339,7 +339,8 @@ def workers() -> Iterator[WorkerPool]:
 
 
 def prepare(url: str, *, study: int, implementation: int = 0) -> list[str]:
-    """A migrated database with one staff member per worker and the measures; their refs."""
+    """A migrated database with, per worker, a staff member of the measures' municipality
+    and one of another municipality, and the measures; their refs."""
     with pdca.Engine.open(url, migrate=True) as engine:
         engine.bootstrap_admin("admin")
         for worker in range(WORKERS):

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 import pdca
+from pdca.notify import LogNotifier
 
 TOKYO = ZoneInfo("Asia/Tokyo")
 FY = 2025
@@ -40,6 +41,7 @@ class Year:
     clock: Clock
     members: list[str]
     tmp: Path
+    notifier: LogNotifier = field(default_factory=LogNotifier)
 
     def staff(self, code: str) -> str:
         return f"staff-{code}"
@@ -109,7 +111,9 @@ def test_a_whole_fiscal_year_runs_through_the_library(year: Year) -> None:
     clock.set(2025, 4, 1, 0)
     with pytest.raises(pdca.PermissionDenied, match="only the scheduler"):
         engine.fire(f"cycle:{members[0]}:{FY}", "start", actor=year.staff(members[0]))
-    engine.fire_many([(f"cycle:{c}:{FY}", "start", None) for c in members], actor="scheduler")
+    report = engine.tick(notifier=year.notifier)
+    assert report.done == 1 + 18  # the year opened (cycles existed), 18 cycles started
+    assert engine.tick(notifier=year.notifier).firings == ()  # ticking again fires nothing
 
     # During the year a study project is funded; staff meetings and a theme project.
     clock.set(2025, 6, 10)
@@ -122,31 +126,34 @@ def test_a_whole_fiscal_year_runs_through_the_library(year: Year) -> None:
                                      meeting=staff_meeting)
     engine.fire(project, "launch", actor="secretariat")
 
-    # 1 April 2026: the check of FY2025 begins, for every member and the region.
+    # 1 April 2026: the check of FY2025 begins, for every member and the region (and
+    # FY2026 opens).
     clock.set(2026, 4, 1, 0)
-    engine.fire_many(
-        [(f"cycle:{c}:{FY}", "begin_check", None) for c in members]
-        + [(f"cycle:region:{FY}", "begin_check", None)],
-        actor="scheduler",
-    )
+    engine.tick(notifier=year.notifier)
+    assert {v.state for v in engine.cycles(FY)} == {"check_status", "check_collect"}
 
-    # Each municipality: status review, emissions, evaluation, internal report.
+    # Each municipality: status review, emissions, evaluation, internal report. Finished
+    # early, a cycle waits for the next step's window; the scheduler moves it in.
     clock.set(2026, 6, 1)
     for code in members:
         engine.fire(f"cycle:{code}:{FY}", "confirm_status", actor=year.staff(code))
+    assert engine.get(f"cycle:{members[0]}:{FY}").state == "emissions_pending"
     clock.set(2026, 7, 15)
+    engine.tick(notifier=year.notifier)
     write_emissions(year.tmp / "emissions.csv", engine, [2013, 2024])
     result = engine.import_emissions(year.tmp / "emissions.csv", actor="secretariat")
     assert result.created == 18 * 10 * 2
     for code in members:
         engine.fire(f"cycle:{code}:{FY}", "submit_emissions", actor=year.staff(code))
     clock.set(2026, 9, 1)
+    engine.tick(notifier=year.notifier)
     for code in members:
         for measure in engine.entities(workflow="measure", municipality=code):
             engine.evaluate(measure.ref, fiscal_year=FY, rating="B", actual=5,
                             comment="概ね順調", actor=year.staff(code))
         engine.fire(f"cycle:{code}:{FY}", "finish_evaluation", actor=year.staff(code))
     clock.set(2026, 10, 20)
+    engine.tick(notifier=year.notifier)
     for code in members:
         engine.fire(f"cycle:{code}:{FY}", "report_internally", actor=year.staff(code))
 
@@ -195,8 +202,9 @@ def test_a_whole_fiscal_year_runs_through_the_library(year: Year) -> None:
     assert {v.state for v in engine.cycles(FY)} == {"closed"}
 
     # The audit log tells the story, in order.
-    expected = ["create", "start", "begin_check", "confirm_status", "submit_emissions",
-                "finish_evaluation", "report_internally", "close"]
+    expected = ["create", "start", "begin_check", "confirm_status", "open_emissions",
+                "submit_emissions", "open_evaluation", "finish_evaluation", "open_report",
+                "report_internally", "close"]
     for code in members:
         history = [e.trigger for e in engine.history(f"cycle:{code}:{FY}")
                    if e.kind in ("create", "transition")]
@@ -215,7 +223,9 @@ def test_a_whole_fiscal_year_runs_through_the_library(year: Year) -> None:
     assert max(seq[(a, "answer")] for a in advice) < seq[(region, "close")]
     assert seq[(region, "publish")] < min(seq[(f"cycle:{c}:{FY}", "close")] for c in members)
     assert all(e.actor == "scheduler" for e in engine.audit_log()
-               if e.kind == "transition" and e.trigger in ("start", "begin_check"))
+               if e.kind == "transition" and e.trigger in ("start", "begin_check",
+                                                            "open_emissions", "open_report"))
+    assert not any(e.kind == "deadline_missed" for e in engine.audit_log())
     assert engine.verify_audit().ok
 
 

@@ -46,6 +46,17 @@ class World:
         return f"cycle:{code}:{FY}"
 
 
+def _always_open_plan(tmp_path: Path) -> Path:
+    """The Kumamoto plan with every municipal step open from 1 April: these tests are about
+    the guards, not about waiting for a step's window (test_scheduler.py is)."""
+    text = (Path(pdca.__file__).parent / "plans" / "kumamoto.toml").read_text(encoding="utf-8")
+    for later in ('"07-01"', '"08-01"', '"10-01"'):
+        text = text.replace(f"opens = {later}", 'opens = "04-01"')
+    path = tmp_path / "kumamoto.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
 @pytest.fixture
 def world(db_url: str, tmp_path: Path) -> Iterator[World]:
     """FY2025 under way: every cycle started, measures of 熊本市 and 菊池市 imported.
@@ -56,7 +67,7 @@ def world(db_url: str, tmp_path: Path) -> Iterator[World]:
     clock = Clock()  # 1 March 2025: still FY2024
     engine = pdca.Engine.open(db_url, migrate=True, clock=clock)
     engine.bootstrap_admin("admin")
-    plan = engine.load_plan("kumamoto", actor="admin")
+    plan = engine.load_plan(_always_open_plan(tmp_path), actor="admin")
     members = [m.code for m in plan.members_of(FY)]
     for role in ("secretariat", "clerk"):
         engine.add_person(role, role=role, actor="admin")

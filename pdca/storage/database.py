@@ -197,6 +197,18 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         command.upgrade(_alembic_config(conn), revision)
 
 
+def read_settings(engine: Engine, keys: tuple[str, ...]) -> dict[str, str]:
+    """Values of the ``settings`` table for ``keys`` (missing keys are left out)."""
+    with storage_errors("reading settings"), read_transaction(engine) as conn:
+        rows = conn.execute(
+            sa.text("SELECT key, value FROM settings WHERE key IN :keys").bindparams(
+                sa.bindparam("keys", expanding=True)
+            ),
+            {"keys": list(keys)},
+        ).all()
+    return {str(k): str(v) for k, v in rows}
+
+
 def current_revision(engine: Engine) -> str | None:
     with storage_errors("reading the schema version"), read_transaction(engine) as conn:
         if not sa.inspect(conn).has_table("alembic_version"):

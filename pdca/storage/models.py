@@ -40,7 +40,7 @@ NAMING = {
 }
 
 #: The schema revision this code expects (``alembic heads``; a test keeps them equal).
-SCHEMA_REVISION = "0002"
+SCHEMA_REVISION = "0003"
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -195,6 +195,27 @@ class Member(Base):
     name_en: Mapped[str] = mapped_column(String(100))
     joined: Mapped[int] = mapped_column(Integer)
     left: Mapped[int | None] = mapped_column(Integer)
+
+
+class DueFiring(Base):
+    """A firing the yearly schedule made due, under its idempotency key."""
+
+    __tablename__ = "due_firings"
+
+    key: Mapped[str] = mapped_column(String(300), primary_key=True)
+    fiscal_year: Mapped[int] = mapped_column(Integer)
+    action: Mapped[str] = mapped_column(String(20))
+    step: Mapped[str | None] = mapped_column(String(60))
+    ref: Mapped[str | None] = mapped_column(String(200))
+    trigger: Mapped[str | None] = mapped_column(String(60))
+    states: Mapped[str] = mapped_column(String(200))
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    order_no: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(10))
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    outcome: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index(None, "status", "due_at"),)
 
 
 class Setting(Base):

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import date
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from ..calendar import start_of_day
 from .models import Entity, EntityScope, Evaluation
 
 if TYPE_CHECKING:
@@ -127,6 +128,12 @@ def build(plan_of: Callable[[Connection], Plan]) -> dict[str, Callable[..., Any]
             )
         ]
 
+    def step_open(conn: Connection, *, step: str, fiscal_year: int, at: datetime) -> bool:
+        """Whether the window of ``step`` for the check of ``fiscal_year`` has opened."""
+        plan = plan_of(conn)
+        opens, _ = plan.step_window(step, fiscal_year)
+        return at >= start_of_day(opens)
+
     def regional_state(conn: Connection, *, fiscal_year: int) -> str | None:
         value = conn.execute(
             sa.select(_E.c.state).where(_E.c.ref == f"cycle:region:{fiscal_year}")
@@ -141,4 +148,5 @@ def build(plan_of: Callable[[Connection], Plan]) -> dict[str, Callable[..., Any]
         "meeting_held": meeting_held,
         "open_advice": open_advice,
         "regional_state": regional_state,
+        "step_open": step_open,
     }

@@ -242,6 +242,10 @@ class TransitionSpec:
     guards: tuple[Guard, ...] = ()
     effect: Effect | None = None
     time_based: bool = False
+    #: A branch condition, not a refusal: when it is false this transition is skipped and
+    #: the next one of the same trigger and source is tried (e.g. go to the next phase if
+    #: its window is open, else wait in a ``*_pending`` state).
+    when: Callable[[Subject, GuardContext], bool] | None = None
     label_ja: str = ""
     label_en: str = ""
 
@@ -334,8 +338,13 @@ class Workflow:
                 "source": list(t.sources),
                 "dest": t.dest,
             }
+            conditions: list[Any] = []
+            if t.when is not None:
+                conditions.append(_WhenCondition(t.when))
             if t.guards:
-                entry["conditions"] = [_GuardCondition(t.guards)]
+                conditions.append(_GuardCondition(t.guards))
+            if conditions:
+                entry["conditions"] = conditions
             transitions.append(entry)
         return Machine(
             model=[],
@@ -364,6 +373,7 @@ class Workflow:
                     "fields": [f.describe() for f in t.fields],
                     "guards": [_qualname(g) for g in t.guards],
                     "effect": _qualname(t.effect) if t.effect else None,
+                    "when": _qualname(t.when) if t.when else None,
                     "time_based": t.time_based,
                 }
                 for t in spec.transitions
@@ -420,7 +430,8 @@ class Workflow:
         done = self.machine.events[trigger].trigger(subject, context=context, failures=failures)
         if not done and not failures:
             failures.append("a guard refused it")
-        return [] if done else failures
+        # Two branches of one trigger share their guards: say each reason once.
+        return [] if done else list(dict.fromkeys(failures))
 
     def check_guards(self, subject: Subject, trigger: str, context: GuardContext) -> list[str]:
         """The reasons the guards of ``trigger`` would give now, without firing."""
@@ -428,6 +439,17 @@ class Workflow:
         if spec is None:
             return []
         return [r for g in spec.guards if (r := g(subject, context)) is not None]
+
+
+class _WhenCondition:
+    """A ``transitions`` condition that chooses a branch without giving a reason."""
+
+    def __init__(self, when: Callable[[Subject, GuardContext], bool]) -> None:
+        self.when = when
+        self.__name__ = "when"
+
+    def __call__(self, event: EventData) -> bool:
+        return bool(self.when(cast(Subject, event.model), event.kwargs["context"]))
 
 
 class _GuardCondition:

@@ -19,10 +19,13 @@ The rules live in the guards below; the data they need comes through named queri
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ..types import Role, validate_municipality_code
 from .base import (
     CreateSpec,
     FieldSpec,
+    Guard,
     GuardContext,
     StateSpec,
     Subject,
@@ -130,6 +133,62 @@ def every_advice_answered(subject: Subject, ctx: GuardContext) -> str | None:
     return None
 
 
+def _window_open(step: str) -> Callable[[Subject, GuardContext], bool]:
+    def when(subject: Subject, ctx: GuardContext) -> bool:
+        return bool(ctx.query("step_open", step=step, fiscal_year=_fy(subject), at=ctx.now))
+
+    when.__name__ = when.__qualname__ = f"window_open_{step}"
+    return when
+
+
+def _phase(
+    trigger: str,
+    source: str,
+    step: str,
+    dest: str,
+    pending: str,
+    opener: str,
+    guards: tuple[Guard, ...],
+    label_ja: str,
+    label_en: str,
+) -> tuple[TransitionSpec, ...]:
+    """Finish a phase: into the next one if its window is open, else wait for it."""
+    return (
+        TransitionSpec(trigger=trigger, sources=(source,), dest=dest, roles=STAFF,
+                       guards=guards, when=_window_open(step), label_ja=label_ja,
+                       label_en=label_en),
+        TransitionSpec(trigger=trigger, sources=(source,), dest=pending, roles=STAFF,
+                       guards=guards, label_ja=label_ja, label_en=label_en),
+        TransitionSpec(trigger=opener, sources=(pending,), dest=dest, roles=SCHEDULER,
+                       time_based=True, label_ja="受付開始", label_en="window opens"),
+    )
+
+
+#: The schedule step (plan file) behind each phase of the municipal cycle, with the states
+#: in which a cycle is "in" that step (waiting for its window, or working on it).
+MUNICIPAL_STEPS: dict[str, tuple[str, ...]] = {
+    "confirm_status": ("check_status",),
+    "calculate_emissions": ("emissions_pending", "check_emissions"),
+    "evaluate": ("evaluation_pending", "check_evaluation"),
+    "internal_report": ("report_pending", "check_report"),
+}
+#: The time-based trigger that opens a step's window for a waiting cycle, and that state.
+WINDOW_OPENERS: dict[str, tuple[str, str]] = {
+    "calculate_emissions": ("open_emissions", "emissions_pending"),
+    "evaluate": ("open_evaluation", "evaluation_pending"),
+    "internal_report": ("open_report", "report_pending"),
+}
+#: The schedule steps of the regional cycle and the states in which the region is in them.
+REGIONAL_STEPS: dict[str, tuple[str, ...]] = {
+    "aggregate": ("check_collect",),
+    "liaison_council": ("check_aggregated",),
+    "advisory_committee": ("council_held",),
+    "publish": ("committee_held",),
+}
+#: The step whose opening begins the check of the year under review.
+FIRST_STEP = "confirm_status"
+
+
 # ----------------------------------------------------------------------------- workflows
 
 MUNICIPAL_CYCLE = WorkflowSpec(
@@ -144,10 +203,16 @@ MUNICIPAL_CYCLE = WorkflowSpec(
         StateSpec(code="do", label_ja="実行", label_en="do"),
         StateSpec(code="check_status", label_ja="点検：実施状況の確認",
                   label_en="check: status review"),
+        StateSpec(code="emissions_pending", label_ja="点検：排出量の算定 受付待ち",
+                  label_en="check: waiting for the emissions window"),
         StateSpec(code="check_emissions", label_ja="点検：排出量の算定",
                   label_en="check: emissions calculation"),
+        StateSpec(code="evaluation_pending", label_ja="点検：点検・評価 受付待ち",
+                  label_en="check: waiting for the evaluation window"),
         StateSpec(code="check_evaluation", label_ja="点検：進捗の点検・評価",
                   label_en="check: evaluation"),
+        StateSpec(code="report_pending", label_ja="点検：庁内報告 受付待ち",
+                  label_en="check: waiting for the internal-report window"),
         StateSpec(code="check_report", label_ja="点検：庁内報告",
                   label_en="check: internal report"),
         StateSpec(code="act", label_ja="改善", label_en="act"),
@@ -159,17 +224,15 @@ MUNICIPAL_CYCLE = WorkflowSpec(
         TransitionSpec(trigger="begin_check", sources=("do",), dest="check_status",
                        roles=SCHEDULER, time_based=True, label_ja="点検開始",
                        label_en="begin the check"),
-        TransitionSpec(trigger="confirm_status", sources=("check_status",),
-                       dest="check_emissions", roles=STAFF, label_ja="実施状況の確認完了",
-                       label_en="confirm the measures' status"),
-        TransitionSpec(trigger="submit_emissions", sources=("check_emissions",),
-                       dest="check_evaluation", roles=STAFF,
-                       guards=(every_sector_has_emissions,),
-                       label_ja="排出量の算定完了", label_en="submit the emissions"),
-        TransitionSpec(trigger="finish_evaluation", sources=("check_evaluation",),
-                       dest="check_report", roles=STAFF,
-                       guards=(every_active_measure_is_evaluated,),
-                       label_ja="点検・評価完了", label_en="finish the evaluation"),
+        *_phase("confirm_status", "check_status", "calculate_emissions", "check_emissions",
+                "emissions_pending", "open_emissions", (), "実施状況の確認完了",
+                "confirm the measures' status"),
+        *_phase("submit_emissions", "check_emissions", "evaluate", "check_evaluation",
+                "evaluation_pending", "open_evaluation", (every_sector_has_emissions,),
+                "排出量の算定完了", "submit the emissions"),
+        *_phase("finish_evaluation", "check_evaluation", "internal_report", "check_report",
+                "report_pending", "open_report", (every_active_measure_is_evaluated,),
+                "点検・評価完了", "finish the evaluation"),
         TransitionSpec(trigger="report_internally", sources=("check_report",), dest="act",
                        roles=STAFF, label_ja="庁内報告", label_en="report internally",
                        fields=(FieldSpec(name="meeting", type="str",

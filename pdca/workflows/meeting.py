@@ -128,7 +128,7 @@ MEETING = WorkflowSpec(
                        fields=(FieldSpec(name="reason", type="str", required=True),)),
     ),
     create=CreateSpec(
-        roles=frozenset({Role.SECRETARIAT, Role.CLERK, Role.STAFF}),
+        roles=frozenset({Role.SECRETARIAT, Role.CLERK, Role.STAFF, Role.SCHEDULER}),
         fields=(
             FieldSpec(name="kind", type="str", required=True, choices=MEETING_KINDS),
             FieldSpec(name="fiscal_year", type="int", required=True, minimum=2000),
