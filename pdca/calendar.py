@@ -299,3 +299,24 @@ __all__ = [
     "start_of_day",
     "wareki",
 ]
+
+
+def parse_moment(text: str) -> datetime:
+    """A point in time from ``YYYY-MM-DD`` (00:00 that day) or an ISO date-time.
+
+    Without an offset the time is Tokyo time. Anything else raises :class:`InvalidInput`.
+
+    >>> parse_moment("2026-04-01").isoformat()
+    '2026-04-01T00:00:00+09:00'
+    """
+    value = text.strip() if isinstance(text, str) else ""
+    try:
+        if len(value) == 10:
+            return start_of_day(date.fromisoformat(value))
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput(
+            f"not a time: {text!r}; write YYYY-MM-DD or YYYY-MM-DDTHH:MM (Tokyo time) or "
+            "with an offset, e.g. 2026-04-01T09:00+09:00"
+        ) from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=TOKYO)

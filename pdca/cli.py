@@ -226,28 +226,82 @@ pass_state = click.make_pass_decorator(State)
 # ----------------------------------------------------------------------------- commands
 
 
+class Moment(click.ParamType):  # type: ignore[type-arg]  # click's ParamType is generic
+    """A time on the command line: ``YYYY-MM-DD`` or an ISO date-time (Tokyo by default)."""
+
+    name = "TIME"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from datetime import datetime
+
+        from .calendar import parse_moment
+        from .errors import InvalidInput
+
+        if isinstance(value, datetime):
+            return value
+        try:
+            return parse_moment(str(value))
+        except InvalidInput as exc:
+            self.fail(exc.message, param, ctx)
+
+
 @main.command()
+@click.option("--plan", "plan_source", default=None,
+              help="A bundled plan (kumamoto) or a plan file (.toml) to load.")
 @click.option("--admin", "admin_id", help="Register this id as the first administrator.")
+@click.option("--simulation", is_flag=True,
+              help="Make a training database with a virtual clock (for good).")
+@click.option("--start", type=Moment(), default=None,
+              help="With --simulation: where the virtual clock starts (default: now).")
 @json_option
 @pass_state
-def init(state: State, admin_id: str | None, as_json: bool) -> None:
-    """Create or upgrade the database; running it again is safe.
+def init(
+    state: State,
+    plan_source: str | None,
+    admin_id: str | None,
+    simulation: bool,
+    start: Any,
+    as_json: bool,
+) -> None:
+    """Create or upgrade the database, load the plan, register the first administrator.
+
+    Running it again is safe: the schema is upgraded, an unchanged plan is left alone.
 
     \b
     Example:
-        pdca init --admin admin
+        pdca init --plan kumamoto --admin admin
+        pdca --db sqlite:///training.db init --simulation --start 2025-03-01 --admin admin
     """
+    from datetime import UTC, datetime
+
+    from .engine import Engine
+
+    if simulation:
+        state._engine = Engine.create_simulation(state.db, start=start or datetime.now(UTC))
+    elif start is not None:
+        state.fail("--start goes with --simulation", code="usage")
     engine = state.engine(migrate=True)
     created_admin = False
     if admin_id and not any(p.id == admin_id for p in engine.people()):
         engine.bootstrap_admin(admin_id)
         created_admin = True
+    plan_id = None
+    if plan_source:
+        actor = admin_id or state.actor
+        if not actor:
+            state.fail("loading a plan needs an administrator: give --admin ID", code="usage")
+        plan_id = engine.load_plan(plan_source, actor=actor).id
     if as_json:
-        emit_json({"database": state.db, "admin": admin_id, "admin_created": created_admin})
-    else:
-        click.echo(
-            state.t(f"データベースを準備しました: {state.db}", f"database ready: {state.db}")
-        )
+        emit_json({"database": state.db, "admin": admin_id, "admin_created": created_admin,
+                   "plan": plan_id, "simulation": engine.simulation})
+        return
+    click.echo(state.t(f"データベースを準備しました: {state.db}", f"database ready: {state.db}"))
+    if plan_id:
+        click.echo(state.t(f"計画: {plan_id}", f"plan: {plan_id}"))
+    if engine.simulation:
+        now = engine.now().astimezone(_tz())
+        click.echo(state.t(f"シミュレーション用データベース（仮想時刻 {now:%Y-%m-%d %H:%M} JST）",
+                           f"SIMULATION database (virtual time {now:%Y-%m-%d %H:%M} JST)"))
 
 
 @main.group()
@@ -578,3 +632,108 @@ def diagram(state: State, workflow: str) -> None:
         names = ", ".join(w.name for w in registry)
         state.fail(f"unknown workflow {workflow!r}; the workflows are {names}")
     click.echo(mermaid(registry.get(workflow), lang=state.lang), nl=False)
+
+
+def _firings_json(report: Any) -> dict[str, Any]:
+    return {
+        "at": report.at.isoformat(),
+        "simulation": report.simulation,
+        "done": report.done,
+        "skipped": report.skipped,
+        "notices_sent": report.notices_sent,
+        "notices_queued": report.notices_queued,
+        "firings": [
+            {"key": f.key, "action": f.action, "due_at": f.due_at.isoformat(), "ref": f.ref,
+             "trigger": f.trigger, "status": f.status, "outcome": f.outcome}
+            for f in report.firings
+        ],
+    }
+
+
+def _simulation_banner(state: State, engine: Engine) -> None:
+    if engine.simulation:
+        now = engine.now().astimezone(_tz())
+        click.echo(state.t(f"【シミュレーション】仮想時刻 {now:%Y-%m-%d %H:%M} JST",
+                           f"[SIMULATION] virtual time {now:%Y-%m-%d %H:%M} JST"),
+                   err=True)
+
+
+@main.command()
+@click.option("--at", "at", type=Moment(), default=None,
+              help="Fire what is due up to this time (never later than now, except in a "
+              "simulation database, where it moves the virtual clock).")
+@json_option
+@pass_state
+def tick(state: State, at: Any, as_json: bool) -> None:
+    """Fire everything the yearly schedule has made due, once; for cron.
+
+    \b
+    Example:
+        pdca tick
+        pdca tick --at 2026-04-01 --json
+    """
+    engine = state.engine()
+    report = engine.tick(at)
+    if as_json:
+        emit_json(_firings_json(report))
+        return
+    _simulation_banner(state, engine)
+    for f in report.firings:
+        click.echo(f"{f.due_at.astimezone(_tz()):%Y-%m-%d %H:%M}  {f.status:7}  "
+                   f"{f.action:9} {f.ref or '-'} {f.trigger or ''}  {f.outcome}")
+    click.echo(state.t(
+        f"実行 {report.done} 件、対象外 {report.skipped} 件、通知 {report.notices_sent} 件",
+        f"{report.done} done, {report.skipped} skipped, {report.notices_sent} notices sent",
+    ))
+
+
+def _tz() -> Any:
+    from .calendar import TOKYO
+
+    return TOKYO
+
+
+@main.command()
+@click.option("--until", "until", type=Moment(), required=True, help="Run up to this time.")
+@json_option
+@pass_state
+def simulate(state: State, until: Any, as_json: bool) -> None:
+    """Run the yearly schedule on the virtual clock of a simulation database.
+
+    \b
+    Example:
+        pdca --db sqlite:///training.db simulate --until 2026-04-30
+    """
+    engine = state.engine()
+    show = sys.stderr.isatty() and not as_json
+
+    def progress(moment: Any, fired: int) -> None:
+        if show:
+            click.echo(f"  {moment.astimezone(_tz()):%Y-%m-%d}  {fired:4} firings", err=True)
+
+    reports = engine.simulate(until, progress=progress)
+    if as_json:
+        emit_json({"until": until.isoformat(), "simulation": True,
+                   "ticks": [_firings_json(r) for r in reports]})
+        return
+    _simulation_banner(state, engine)
+    done = sum(r.done for r in reports)
+    click.echo(state.t(f"{len(reports)} 回の実行で {done} 件を処理しました",
+                       f"{done} firings in {len(reports)} ticks"))
+
+
+@main.command()
+@click.option("--heartbeat", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
+              help="Minutes between ticks that retry notices and catch up after an outage.")
+@pass_state
+def daemon(state: State, heartbeat: float) -> None:
+    """Run the scheduler until SIGTERM or SIGINT (for systemd); logs every firing.
+
+    \b
+    Example:
+        pdca --db postgresql://pdca@db/pdca daemon
+    """
+    from .scheduler import Daemon
+
+    logging.getLogger("pdca").setLevel(logging.INFO)
+    Daemon(state.engine(), heartbeat_minutes=heartbeat).run()
