@@ -737,3 +737,446 @@ def daemon(state: State, heartbeat: float) -> None:
 
     logging.getLogger("pdca").setLevel(logging.INFO)
     Daemon(state.engine(), heartbeat_minutes=heartbeat).run()
+
+
+# ----------------------------------------------------------------------------- plan work
+
+
+def _progress(state: State, label: str) -> Any:
+    """Progress on a terminal (stderr) for long work; silent otherwise."""
+    if sys.stderr.isatty() and not state.as_json:
+        click.echo(label, err=True)
+
+
+@main.group()
+def measures() -> None:
+    """Measures (施策・事業): import them from CSV, list them."""
+
+
+@measures.command("import")
+@click.argument("path", type=click.Path(dir_okay=False))
+@json_option
+@pass_state
+def measures_import(state: State, path: str, as_json: bool) -> None:
+    """Import measures from a CSV file, all or nothing.
+
+    Columns: code,municipality,title_ja,title_en,policy_area,kind,priority_project,
+    leading,indicator,unit,target (municipality: one code, or several joined by ;).
+
+    \b
+    Example:
+        pdca --actor secretariat measures import measures.csv
+    """
+    _progress(state, state.t(f"{path} を取り込んでいます…", f"importing {path}…"))
+    result = state.engine().import_measures(path, actor=state.need_actor())
+    if as_json:
+        emit_json({"created": result.created})
+    else:
+        click.echo(state.t(f"{result.created} 件の施策を登録しました",
+                           f"{result.created} measures imported"))
+
+
+@measures.command("list")
+@click.option("--municipality", help="Only this municipality's measures (6-digit code).")
+@click.option("--state", "state_code", help="Only measures in this state.")
+@json_option
+@pass_state
+def measures_list(
+    state: State, municipality: str | None, state_code: str | None, as_json: bool
+) -> None:
+    """The measures, with their state.
+
+    \b
+    Example:
+        pdca measures list --municipality 431001 --state study
+    """
+    engine = state.engine()
+    found = engine.entities(workflow="measure", municipality=municipality, state=state_code)
+    if as_json:
+        emit_json([{"ref": v.ref, "code": v.ref.split(":", 1)[1], "state": v.state,
+                    "municipalities": list(v.scope), **dict(v.attrs)} for v in found])
+        return
+    wf = engine.registry.get("measure")
+    click.echo(table(
+        [state.t("コード", "code"), state.t("市町村", "municipality"),
+         state.t("名称", "title"), state.t("状態", "state"),
+         state.t("重点事業", "priority project")],
+        [[v.ref.split(":", 1)[1], ";".join(v.scope),
+          v.attrs.get("title_ja" if state.lang == "ja" else "title_en")
+          or v.attrs.get("title_ja", ""),
+          wf.state_label(v.state, state.lang), v.attrs.get("priority_project", "")]
+         for v in found],
+    ))
+
+
+@main.command()
+@click.argument("ref")
+@click.option("--fy", "fiscal_year", type=int, required=True, help="The fiscal year evaluated.")
+@click.option("--rating", required=True, help="A rating of the plan's scale (e.g. A-D).")
+@click.option("--actual", type=float, default=None, help="The indicator's actual value.")
+@click.option("--comment", default="", help="A comment.")
+@json_option
+@pass_state
+def evaluate(
+    state: State,
+    ref: str,
+    fiscal_year: int,
+    rating: str,
+    actual: float | None,
+    comment: str,
+    as_json: bool,
+) -> None:
+    """Record a measure's evaluation for one fiscal year (staff of its municipality).
+
+    \b
+    Example:
+        pdca --actor staff-kumamoto evaluate measure:M-001 --fy 2025 --rating B --actual 12
+    """
+    result = state.engine().evaluate(ref, fiscal_year=fiscal_year, rating=rating,
+                                     actual=actual, comment=comment, actor=state.need_actor())
+    if as_json:
+        emit_json({"ref": result.ref, "seq": result.seq, "data": dict(result.data)})
+    else:
+        click.echo(state.t(f"{result.ref}: {fiscal_year}年度の評価 {rating} を記録しました",
+                           f"{result.ref}: FY{fiscal_year} evaluated {rating}"))
+
+
+@main.group()
+def emissions() -> None:
+    """The emissions ledger: import values, show totals and reductions."""
+
+
+@emissions.command("import")
+@click.argument("path", type=click.Path(dir_okay=False))
+@json_option
+@pass_state
+def emissions_import(state: State, path: str, as_json: bool) -> None:
+    """Import emission values from CSV, all or nothing.
+
+    Columns: municipality,year,sector,value_t_co2,status (preliminary, estimated, final).
+
+    \b
+    Example:
+        pdca --actor secretariat emissions import emissions-2024.csv
+    """
+    _progress(state, state.t(f"{path} を取り込んでいます…", f"importing {path}…"))
+    result = state.engine().import_emissions(path, actor=state.need_actor())
+    if as_json:
+        emit_json({"created": result.created, "changed": result.changed,
+                   "unchanged": result.unchanged})
+    else:
+        click.echo(state.t(
+            f"新規 {result.created} 件、更新 {result.changed} 件、変更なし {result.unchanged} 件",
+            f"{result.created} created, {result.changed} changed, "
+            f"{result.unchanged} unchanged"))
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.0f}"
+
+
+def pct(value: float | None) -> str:
+    return "—" if value is None else f"{value * 100:.1f}%"
+
+
+@emissions.command("show")
+@click.option("--fy", "fiscal_year", type=int, default=None,
+              help="The fiscal year under review: shows the inventory year its check "
+              "calculates (the plan's statistics lag).")
+@click.option("--year", type=int, default=None, help="An inventory year, directly.")
+@click.option("--municipality", help="Also each sector of this municipality.")
+@json_option
+@pass_state
+def emissions_show(
+    state: State,
+    fiscal_year: int | None,
+    year: int | None,
+    municipality: str | None,
+    as_json: bool,
+) -> None:
+    """Region totals over that year's members, reduction against the base year (of the
+    same members) and the target path; missing values shown as missing.
+
+    \b
+    Example:
+        pdca emissions show --fy 2025
+    """
+    engine = state.engine()
+    plan = engine.plan
+    if (fiscal_year is None) == (year is None):
+        state.fail("give --fy FY (the year under review) or --year YEAR (an inventory year)",
+                   code="usage")
+    inventory = year if year is not None else plan.inventory_year(int(fiscal_year or 0))
+    totals = engine.region_emissions(inventory)
+    values = {(v.municipality, v.sector): v for v in engine.emission_values(years=[inventory])}
+    if municipality is not None:
+        plan.member(municipality)
+    data: dict[str, Any] = {
+        "inventory_year": inventory,
+        "fiscal_year": fiscal_year,
+        "members": list(totals.members),
+        "total_t_co2": totals.total,
+        "base_year": totals.base_year,
+        "base_total_t_co2": totals.base_total,
+        "reduction": totals.reduction,
+        "target_reduction": totals.target_reduction,
+        "target_total_t_co2": totals.target_total,
+        "by_sector": dict(totals.by_sector),
+        "by_member": dict(totals.by_member),
+        "missing": [list(m) for m in totals.missing],
+        "statuses": dict(totals.statuses),
+        "simulation": engine.simulation,
+    }
+    if municipality is not None:
+        data["municipality"] = {
+            s: (None if (municipality, s) not in values else
+                {"value_t_co2": values[(municipality, s)].value_t_co2,
+                 "status": values[(municipality, s)].status})
+            for s in plan.sector_ids
+        }
+    if as_json:
+        emit_json(data)
+        return
+    click.echo(state.t(f"{inventory}年度の排出量（{len(totals.members)} 市町村）",
+                       f"Emissions of {inventory} ({len(totals.members)} members)"))
+    click.echo(table(
+        [state.t("項目", "item"), state.t("値", "value")],
+        [[state.t("合計 (t-CO2)", "total (t-CO2)"), _fmt(totals.total)],
+         [state.t(f"基準年度 {totals.base_year} (同じ市町村)",
+                  f"base year {totals.base_year} (same members)"), _fmt(totals.base_total)],
+         [state.t("削減率", "reduction"), pct(totals.reduction)],
+         [state.t("目標削減率", "target reduction"), pct(totals.target_reduction)],
+         [state.t("目標排出量 (t-CO2)", "target (t-CO2)"), _fmt(totals.target_total)]],
+    ))
+    if totals.missing:
+        click.echo(state.t(f"未入力 {len(totals.missing)} 件（合計は欠測）",
+                           f"{len(totals.missing)} values missing (total is missing)"))
+    if municipality is not None:
+        click.echo("")
+        rows = []
+        for sector in plan.sector_ids:
+            v = values.get((municipality, sector))
+            rows.append([sector, _fmt(v.value_t_co2 if v else None), v.status if v else "—"])
+        click.echo(table([state.t("部門", "sector"), "t-CO2", state.t("状態", "status")], rows))
+
+
+@main.group()
+def meetings() -> None:
+    """Meetings: liaison council, advisory committee, staff meeting, policy meeting."""
+
+
+@meetings.command("schedule")
+@click.argument("kind", type=click.Choice(
+    ["liaison_council", "advisory_committee", "staff_meeting", "policy_meeting"]))
+@click.option("--fy", "fiscal_year", type=int, required=True, help="The fiscal year.")
+@click.option("--date", "on", required=True, help="The date, YYYY-MM-DD.")
+@click.option("--municipality", help="For a policy meeting: its municipality.")
+@click.option("--title", help="A title.")
+@pass_state
+def meetings_schedule(
+    state: State,
+    kind: str,
+    fiscal_year: int,
+    on: str,
+    municipality: str | None,
+    title: str | None,
+) -> None:
+    """Plan a meeting; prints its new reference.
+
+    \b
+    Example:
+        pdca --actor secretariat meetings schedule liaison_council --fy 2025 --date 2026-12-10
+    """
+    ref = state.engine().schedule_meeting(kind, fiscal_year=fiscal_year, on=on,
+                                          municipality=municipality, title=title,
+                                          actor=state.need_actor())
+    click.echo(ref)
+
+
+@meetings.command("list")
+@click.option("--fy", "fiscal_year", type=int, default=None, help="Only this fiscal year.")
+@json_option
+@pass_state
+def meetings_list(state: State, fiscal_year: int | None, as_json: bool) -> None:
+    """The meetings, with their date and state.
+
+    \b
+    Example:
+        pdca meetings list --fy 2025
+    """
+    from .workflows.meeting import MEETING_LABELS
+
+    engine = state.engine()
+    found = engine.entities(workflow="meeting", fiscal_year=fiscal_year)
+    if as_json:
+        emit_json([{"ref": v.ref, "state": v.state, **dict(v.attrs)} for v in found])
+        return
+    wf = engine.registry.get("meeting")
+    click.echo(table(
+        [state.t("参照", "ref"), state.t("会議", "meeting"), state.t("日付", "date"),
+         state.t("状態", "state")],
+        [[v.ref, MEETING_LABELS[v.attrs["kind"]][0 if state.lang == "ja" else 1],
+          v.attrs.get("held_on") or v.attrs.get("date"), wf.state_label(v.state, state.lang)]
+         for v in found],
+    ))
+
+
+@main.group()
+def advice() -> None:
+    """Advice (助言) of the advisory committee, and what was done about it."""
+
+
+@advice.command("add")
+@click.argument("meeting")
+@click.argument("text")
+@click.option("--member", help="Who gave the advice.")
+@pass_state
+def advice_add(state: State, meeting: str, text: str, member: str | None) -> None:
+    """Record advice given at a held advisory committee; prints its reference.
+
+    \b
+    Example:
+        pdca --actor clerk advice add meeting:2025-advisory_committee-1 "家庭部門の対策を強化"
+    """
+    click.echo(state.engine().add_advice(meeting, text, member=member,
+                                         actor=state.need_actor()))
+
+
+@advice.command("answer")
+@click.argument("ref")
+@click.argument("text")
+@pass_state
+def advice_answer(state: State, ref: str, text: str) -> None:
+    """Record what was done about a piece of advice.
+
+    \b
+    Example:
+        pdca --actor secretariat advice answer advice:2025-1 "令和8年度の施策に反映"
+    """
+    result = state.engine().fire(ref, "answer", actor=state.need_actor(),
+                                 data={"answer": text})
+    click.echo(f"{result.ref}: {result.from_state} → {result.to_state}")
+
+
+@main.command()
+@click.option("--fy", "fiscal_year", type=int, default=None,
+              help="The fiscal year (default: the one whose check is under way).")
+@click.option("--municipality", help="Only this municipality.")
+@json_option
+@pass_state
+def status(state: State, fiscal_year: int | None, municipality: str | None,
+           as_json: bool) -> None:
+    """The dashboard: every member's cycle phase and overdue flag, the region's phase,
+    the measures by state.
+
+    \b
+    Example:
+        pdca status --fy 2025
+    """
+    engine = state.engine()
+    data = engine.status(fiscal_year, municipality=municipality)
+    if as_json:
+        emit_json(data)
+        return
+    _simulation_banner(state, engine)
+    fy = data["fiscal_year"]
+    wf = engine.registry.get("municipal_cycle")
+    rwf = engine.registry.get("regional_cycle")
+    region = data["region"]
+    click.echo(state.t(f"{fy}年度（{wareki_label(fy)}）の進捗", f"Progress of FY{fy}"))
+    click.echo(state.t("圏域: ", "region: ")
+               + (rwf.state_label(region["state"], state.lang) if region["state"] else "—")
+               + (state.t("  期限超過", "  OVERDUE") if region["overdue"] else ""))
+    click.echo("")
+    click.echo(table(
+        [state.t("コード", "code"), state.t("市町村", "municipality"),
+         state.t("段階", "phase"), state.t("期限超過", "overdue")],
+        [[m["code"], m["name"] if state.lang == "ja" else m["name_en"],
+          wf.state_label(m["state"], state.lang) if m["state"] else "—",
+          "!" if m["overdue"] else ""] for m in data["municipalities"]],
+    ))
+    click.echo("")
+    mwf = engine.registry.get("measure")
+    counts = ", ".join(f"{mwf.state_label(k, state.lang)} {v}"
+                       for k, v in sorted(data["measures"].items()))
+    click.echo(state.t("施策: ", "measures: ") + (counts or "—"))
+
+
+def wareki_label(fy: int) -> str:
+    from .calendar import wareki
+
+    try:
+        return wareki(fy)
+    except Exception:  # a year before the eras the calendar names
+        return f"{fy}年度"
+
+
+@main.group()
+def schedule() -> None:
+    """The yearly schedule (図表7-4) of the plan."""
+
+
+@schedule.command("show")
+@click.option("--fy", "fiscal_year", type=int, default=None,
+              help="The fiscal year whose check it is (default: the current year's).")
+@json_option
+@pass_state
+def schedule_show(state: State, fiscal_year: int | None, as_json: bool) -> None:
+    """The schedule with the real dates of a fiscal year's check.
+
+    \b
+    Example:
+        pdca schedule show --fy 2025
+    """
+    from .calendar import fiscal_year_of
+
+    engine = state.engine()
+    fy = fiscal_year if fiscal_year is not None else fiscal_year_of(engine.now()) - 1
+    steps = engine.schedule_of(fy)
+    if as_json:
+        emit_json({"fiscal_year": fy, "steps": steps})
+        return
+    click.echo(state.t(f"{fy}年度の点検の日程", f"Schedule of the check of FY{fy}"))
+    click.echo(table(
+        [state.t("手順", "step"), state.t("担当", "who"), state.t("内容", "what"),
+         state.t("開始", "opens"), state.t("期限", "due")],
+        [[s["step"], s["actor"], s["title_ja"] if state.lang == "ja" else s["title_en"],
+          s["opens"], s["due"]] for s in steps],
+    ))
+
+
+@main.command()
+@click.option("--dir", "directory", type=click.Path(file_okay=False), default="pdca-demo",
+              show_default=True, help="Where to build the demo (its database is replaced).")
+@pass_state
+def demo(state: State, directory: str) -> None:
+    """Build a simulation database with the Kumamoto plan and SAMPLE data, play FY2025.
+
+    Ends with the status of the year and where the files are. Takes a few seconds.
+
+    \\b
+    Example:
+        pdca demo --dir /tmp/pdca-demo
+    """
+    from pathlib import Path
+
+    from .demo import run_demo
+
+    def say(text: str) -> None:
+        click.echo(f"… {text}", err=True)
+
+    result = run_demo(Path(directory), say=say)
+    click.echo(state.t("【サンプルデータによるシミュレーション】",
+                       "[SIMULATION WITH SAMPLE DATA]"))
+    state.db = result.url
+    state.close()
+    ctx = click.get_current_context()
+    ctx.invoke(status, fiscal_year=result.fiscal_year, municipality=None, as_json=False)
+    click.echo("")
+    click.echo(state.t(
+        f"データベース: {result.url}（監査ログ {result.audit_entries} 件、検証 "
+        f"{'正常' if result.verified else '異常'}）",
+        f"database: {result.url} ({result.audit_entries} audit entries, verified: "
+        f"{result.verified})"))
+    click.echo(state.t(f"続けて: pdca --db {result.url} status",
+                       f"next: pdca --db {result.url} status"))

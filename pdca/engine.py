@@ -1133,6 +1133,70 @@ class Engine(EngineCore):
             ).scalar_one()
         return sent, int(queued)
 
+    # ------------------------------------------------------------------ the dashboard
+
+    def status(self, fiscal_year: int | None = None, *, municipality: str | None = None
+               ) -> dict[str, Any]:
+        """Where the year stands: every member's cycle phase and overdue flag, the
+        region's phase, and the measures by state (of one municipality, if given).
+
+        ``fiscal_year`` defaults to the year whose check is under way (the previous
+        fiscal year) once its cycles exist, else the current one.
+        """
+        from .calendar import fiscal_year_of
+
+        plan = self.plan
+        if fiscal_year is None:
+            current = fiscal_year_of(self.now())
+            fiscal_year = current - 1 if self.entities(
+                workflow="regional_cycle", fiscal_year=current - 1) else current
+        if municipality is not None:
+            plan.member(municipality)
+        cycles = {v.ref: v for v in self.cycles(fiscal_year)}
+        region = cycles.get(f"cycle:region:{fiscal_year}")
+        wf = self._registry.get("municipal_cycle")
+        members = []
+        for m in plan.members_of(fiscal_year):
+            if municipality is not None and m.code != municipality:
+                continue
+            view = cycles.get(f"cycle:{m.code}:{fiscal_year}")
+            members.append({
+                "code": m.code, "name": m.name_ja, "name_en": m.name_en,
+                "state": view.state if view else None,
+                "state_label": wf.state_label(view.state) if view else None,
+                "overdue": bool(view and view.overdue),
+            })
+        counts: dict[str, int] = {}
+        for view in self.entities(workflow="measure", municipality=municipality):
+            counts[view.state] = counts.get(view.state, 0) + 1
+        return {
+            "fiscal_year": fiscal_year,
+            "simulation": self.simulation,
+            "now": self.now().isoformat(),
+            "region": {"state": region.state if region else None,
+                       "state_label": self._registry.get("regional_cycle").state_label(
+                           region.state) if region else None,
+                       "overdue": bool(region and region.overdue)},
+            "municipalities": members,
+            "measures": counts,
+        }
+
+    def schedule_of(self, fiscal_year: int) -> list[dict[str, Any]]:
+        """The yearly schedule with its real dates for the check of ``fiscal_year`` (which
+        happens in the following fiscal year), with that year's staff meetings."""
+        plan = self.plan
+        out = []
+        for step in plan.steps:
+            opens, due = plan.step_window(step.id, fiscal_year)
+            out.append({"step": step.id, "actor": step.actor, "title_ja": step.title_ja,
+                        "title_en": step.title_en, "opens": opens.isoformat(),
+                        "due": due.isoformat(), "after": step.after})
+        for n, day in enumerate(plan.staff_meeting_dates(fiscal_year + 1), start=1):
+            out.append({"step": f"staff_meeting-{n}", "actor": "secretariat",
+                        "title_ja": "担当者会議", "title_en": "staff meeting",
+                        "opens": day.isoformat(), "due": day.isoformat(), "after": None})
+        return out
+
 
 # ----------------------------------------------------------------------------- scheduler
 
