@@ -13,6 +13,7 @@ import json
 import locale
 import logging
 import os
+import re
 import sys
 import unicodedata
 from collections.abc import Callable, Sequence
@@ -1180,3 +1181,37 @@ def demo(state: State, directory: str) -> None:
         f"{result.verified})"))
     click.echo(state.t(f"続けて: pdca --db {result.url} status",
                        f"next: pdca --db {result.url} status"))
+
+
+def reference_markdown() -> str:
+    """The command reference of docs/cli.md, generated from the commands themselves."""
+    ctx = click.Context(main, info_name="pdca")
+    out: list[str] = []
+
+    def walk(command: click.Command, path: list[str], parent: click.Context) -> None:
+        sub = click.Context(command, info_name=path[-1], parent=parent)
+        if isinstance(command, click.Group):
+            for name in sorted(command.commands):
+                walk(command.commands[name], [*path, name], sub)
+            return
+        out.append(f"### `{' '.join(path)}`\n")
+        out.append("```text\n" + command.get_usage(sub).strip() + "\n```\n")
+        help_text = "\n".join(
+            line.rstrip() for line in (command.help or "").replace("\b", "").splitlines()
+        ).strip()
+        body, _, example = help_text.partition("Example:")
+        out.append(re.sub(r"\n{3,}", "\n\n", body.strip()) + "\n")
+        if example.strip():
+            lines = [line.strip() for line in example.strip().splitlines()]
+            out.append("Example:\n\n```sh\n" + "\n".join(lines) + "\n```\n")
+        rows = []
+        for param in command.get_params(sub):
+            record = param.get_help_record(sub)
+            if isinstance(param, click.Option) and record and not record[0].startswith("--help"):
+                rows.append(f"| `{record[0]}` | {record[1].replace('|', '/')} |")
+        if rows:
+            out.append("| option | meaning |\n|---|---|\n" + "\n".join(rows) + "\n")
+
+    for name in sorted(main.commands):
+        walk(main.commands[name], ["pdca", name], ctx)
+    return "\n".join(out)

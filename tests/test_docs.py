@@ -32,3 +32,30 @@ def test_architecture_page_shows_the_measure_workflow() -> None:
 def test_concepts_page_has_a_diagram_of_every_workflow() -> None:
     shown = _diagrams((DOCS / "concepts.md").read_text(encoding="utf-8"))
     assert set(shown) == {w.name for w in default_registry()}
+
+
+def test_cli_reference_is_generated_from_the_commands() -> None:
+    from pdca.cli import reference_markdown
+
+    text = (DOCS / "cli.md").read_text(encoding="utf-8")
+    generated = text.split("<!-- reference:start -->\n", 1)[1].split("<!-- reference:end -->")[0]
+    assert generated == reference_markdown(), "regenerate docs/cli.md's reference section"
+
+
+def test_every_command_has_a_section_in_the_cli_page() -> None:
+    import click
+
+    from pdca.cli import main
+
+    def names(group: click.Group, prefix: str) -> list[str]:
+        out = []
+        for name, command in group.commands.items():
+            if isinstance(command, click.Group):
+                out += names(command, f"{prefix} {name}")
+            else:
+                out.append(f"{prefix} {name}")
+        return out
+
+    text = (DOCS / "cli.md").read_text(encoding="utf-8")
+    for name in names(main, "pdca"):
+        assert f"### `{name}`" in text, name
