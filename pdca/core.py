@@ -1368,9 +1368,15 @@ class EngineCore:
         actor: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
+        trigger: str | None = None,
+        kind: str | None = None,
         batch: int = 2000,
     ) -> Iterator[AuditEntry]:
-        """The audit log in sequence order, filtered; streamed in batches."""
+        """The audit log in sequence order, filtered; streamed in batches.
+
+        ``since``/``until`` compare with the entry's business time: the virtual time in a
+        simulation database, the real time otherwise.
+        """
         last = 0
         while True:
             stmt = sa.select(_A).where(_A.c.seq > last).order_by(_A.c.seq).limit(batch)
@@ -1378,10 +1384,15 @@ class EngineCore:
                 stmt = stmt.where(_A.c.ref == ref)
             if actor is not None:
                 stmt = stmt.where(_A.c.actor == actor)
+            when = sa.func.coalesce(_A.c.virtual_at, _A.c.at) if self.simulation else _A.c.at
             if since is not None:
-                stmt = stmt.where(_A.c.at >= since)
+                stmt = stmt.where(when >= since)
             if until is not None:
-                stmt = stmt.where(_A.c.at < until)
+                stmt = stmt.where(when < until)
+            if trigger is not None:
+                stmt = stmt.where(_A.c.trigger == trigger)
+            if kind is not None:
+                stmt = stmt.where(_A.c.kind == kind)
             with database.storage_errors("reading the audit log"), database.read_transaction(
                 self._db
             ) as conn:
