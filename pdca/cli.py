@@ -1179,6 +1179,7 @@ def demo(state: State, directory: str) -> None:
         f"{'正常' if result.verified else '異常'}）",
         f"database: {result.url} ({result.audit_entries} audit entries, verified: "
         f"{result.verified})"))
+    click.echo(state.t(f"公表資料: {result.report}", f"publication: {result.report}"))
     click.echo(state.t(f"続けて: pdca --db {result.url} status",
                        f"next: pdca --db {result.url} status"))
 
@@ -1215,3 +1216,105 @@ def reference_markdown() -> str:
     for name in sorted(main.commands):
         walk(main.commands[name], ["pdca", name], ctx)
     return "\n".join(out)
+
+
+@main.group(invoke_without_command=True)
+@click.option("--fy", "fiscal_year", type=int, help="The fiscal year to publish.")
+@click.option("--out", "out", type=click.Path(file_okay=False), help="The folder to write to.")
+@click.option("--publish", "do_publish", is_flag=True,
+              help="Also publish it: fire the region's publish with the page's SHA-256.")
+@click.option("--url", help="With --publish: where the page is published.")
+@json_option
+@click.pass_context
+def report(
+    ctx: click.Context,
+    fiscal_year: int | None,
+    out: str | None,
+    do_publish: bool,
+    url: str | None,
+    as_json: bool,
+) -> None:
+    """The publication for residents: one self-contained HTML page of a fiscal year.
+
+    \b
+    Example:
+        pdca report --fy 2025 --out site/
+        pdca --actor secretariat report --fy 2025 --out site/ --publish
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    state = ctx.find_object(State)
+    assert state is not None
+    if fiscal_year is None or out is None:
+        state.fail("give --fy FY and --out DIR (or: pdca report verify FILE)", code="usage")
+    from .reporting import build_report, publish_report
+
+    engine = state.engine()
+    if do_publish:
+        built, transition = publish_report(engine, fiscal_year, out, actor=state.need_actor(),
+                                           lang=state.lang, url=url)
+        seq: int | None = transition.seq
+    else:
+        built, seq = build_report(engine, fiscal_year, out, lang=state.lang), None
+    if as_json:
+        emit_json({"path": str(built.path), "sha256": built.sha256, "lang": built.lang,
+                   "published_seq": seq, "simulation": engine.simulation})
+        return
+    click.echo(str(built.path))
+    click.echo(f"sha256 {built.sha256}")
+    if seq is not None:
+        click.echo(state.t(f"公表しました（監査ログ #{seq}）", f"published (audit entry #{seq})"))
+
+
+@report.command("verify")
+@click.argument("path", type=click.Path(dir_okay=False))
+@json_option
+@pass_state
+def report_verify(state: State, path: str, as_json: bool) -> None:
+    """Tell whether a file is exactly a page that was published; exit 1 if not.
+
+    \b
+    Example:
+        pdca report verify site/report-2025-ja.html
+    """
+    from .reporting import verify_report
+
+    result = verify_report(state.engine(), path)
+    if as_json:
+        emit_json({"path": str(result.path), "sha256": result.sha256,
+                   "published": result.published, "fiscal_year": result.fiscal_year,
+                   "seq": result.seq})
+    elif result.published:
+        click.echo(state.t(
+            f"一致: {result.fiscal_year}年度の公表資料です（監査ログ #{result.seq}）",
+            f"match: this is the page published for FY{result.fiscal_year} "
+            f"(audit entry #{result.seq})"))
+    else:
+        click.echo(state.t("不一致: 公表された資料と一致しません",
+                           "no match: this file is not a published page"))
+    if not result.published:
+        sys.exit(1)
+
+
+@main.command("export")
+@click.option("--fy", "fiscal_year", type=int, required=True, help="The fiscal year.")
+@click.option("--format", "fmt", type=click.Choice(["xlsx", "csv"]), default="xlsx",
+              show_default=True, help="One XLSX file, or a folder of CSV files.")
+@click.option("--out", "out", type=click.Path(), required=True, help="The file or folder.")
+@json_option
+@pass_state
+def export(state: State, fiscal_year: int, fmt: str, out: str, as_json: bool) -> None:
+    """Measures, evaluations, emissions, cycle status and an audit extract for staff.
+
+    \b
+    Example:
+        pdca export --fy 2025 --format xlsx --out 令和7年度.xlsx
+    """
+    from .reporting import export_year
+
+    paths = export_year(state.engine(), fiscal_year, out, fmt=fmt)
+    if as_json:
+        emit_json({"files": [str(p) for p in paths]})
+    else:
+        for path in paths:
+            click.echo(str(path))

@@ -18,6 +18,7 @@ from pathlib import Path
 from .calendar import start_of_day
 from .engine import Engine
 from .notify import LogNotifier
+from .reporting import build_report, publish_report
 
 FY = 2025
 SAMPLE = "【サンプル】"
@@ -40,6 +41,7 @@ class DemoResult:
     fiscal_year: int
     audit_entries: int
     verified: bool
+    report: Path
 
 
 def _day(y: int, m: int, d: int) -> datetime:
@@ -157,7 +159,8 @@ def run_demo(directory: Path, *, say: Callable[[str], None] = lambda text: None)
         ]
         engine.fire(region, "hold_advisory_committee", actor="secretariat")
         engine.simulate(_day(2027, 2, 20), notifier=notices)
-        engine.fire(region, "publish", actor="secretariat")
+        report, _ = publish_report(engine, FY, directory, actor="secretariat")
+        build_report(engine, FY, directory, lang="en")
         engine.fire(region, "begin_act", actor="secretariat")
         for ref in advice:
             engine.fire(ref, "answer", actor="secretariat",
@@ -168,8 +171,9 @@ def run_demo(directory: Path, *, say: Callable[[str], None] = lambda text: None)
             engine.fire(f"cycle:{code}:{FY}", "close", actor=f"staff-{code}",
                         data={"revisions": f"{SAMPLE}助言を踏まえて啓発を強化"})
         engine.checkpoint(actor="auditor")
-        report = engine.verify_audit()
+        verified = engine.verify_audit()
         return DemoResult(directory=directory, url=url, fiscal_year=FY,
-                          audit_entries=report.entries, verified=report.ok)
+                          audit_entries=verified.entries, verified=verified.ok,
+                          report=report.path)
     finally:
         engine.close()

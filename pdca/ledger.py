@@ -86,7 +86,9 @@ def _sum(
             if current is not None:
                 by_member[code] = current + value.value_t_co2
         by_sector[sector] = subtotal
-    total = None if missing else sum(v for v in by_sector.values() if v is not None)
+    # No member at all is no figure, not zero.
+    total = None if missing or not members else sum(
+        v for v in by_sector.values() if v is not None)
     return total, by_sector, by_member, missing
 
 

@@ -61,7 +61,7 @@ def render_html(data: dict[str, Any], lang: str = "ja") -> str:
     def statuses(counts: dict[str, int]) -> str:
         return "、".join(f"{t.get(k, k)} {v}" for k, v in sorted(counts.items())) or "—"
 
-    chart_labels = {"total": t["total"], "target": t["target"], "base": t["base_same"],
+    chart_labels = {"total": t["total"], "target": t["target_line"], "base": t["base_same"],
                     "unit": t["unit"], "title": t["chart_title"],
                     "description": t["chart_emissions_caption"] + ": " + "; ".join(
                         f"{p['year']} {kt(p['total'])}" for p in data["series"])}

@@ -84,7 +84,8 @@ def emissions_chart(
             ax.axhline(base / 1000, color=PALETTE[6], linestyle="--", linewidth=1,
                        label=labels["base"])
         ax.set_ylabel(labels["unit"])
-        ax.legend(frameon=False, loc="upper right", fontsize=9)
+        ax.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3,
+                  fontsize=9)
         svg = _svg(figure, labels["title"], labels["description"])
         _close(figure)
     return svg.replace("{id}", "chart-emissions")

@@ -47,10 +47,18 @@ def report_data(engine: Engine, fiscal_year: int) -> dict[str, Any]:
             f"{region[0].state}{detail}", field="fy")
 
     inventory = plan.inventory_year(fiscal_year)
+    latest = engine.region_emissions(inventory)
     years = sorted({v.year for v in engine.emission_values()} | {plan.base_year, inventory})
-    series = []
+    series = [{
+        # The base year, over the members of the latest year (members of the base year
+        # itself may be none: the plan may be younger than its base year).
+        "year": plan.base_year, "total": latest.base_total, "base_total": latest.base_total,
+        "reduction": 0.0 if latest.base_total else None, "target_reduction": 0.0,
+        "target_total": latest.base_total, "members": len(latest.members),
+        "missing": len(latest.base_missing), "statuses": {},
+    }]
     for year in years:
-        if year > inventory:
+        if year > inventory or year <= plan.base_year:
             continue
         totals = engine.region_emissions(year)
         series.append({
@@ -64,7 +72,6 @@ def report_data(engine: Engine, fiscal_year: int) -> dict[str, Any]:
             "missing": len(totals.missing),
             "statuses": dict(totals.statuses),
         })
-    latest = engine.region_emissions(inventory)
     sectors = [
         {"id": s.id, "name_ja": s.name_ja, "name_en": s.name_en,
          "value": latest.by_sector.get(s.id)}

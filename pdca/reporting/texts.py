@@ -33,7 +33,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "note_members": "削減率は、その年度の構成市町村の排出量を、同じ市町村の基準年度の排出量と比べたものです。",
         "note_missing": "「—」は未入力（欠測）を示し、0ではありません。", "missing_count": "欠測:",
         "generated": "作成:", "preliminary": "速報値", "estimated": "推計値", "final": "確定値",
-        "unit": "千t-CO2",
+        "unit": "千t-CO2", "target_line": "目標の経路",
     },
     "en": {
         "title": "Progress of the climate action plan", "as_of": "data as of",
@@ -72,6 +72,6 @@ TEXTS: dict[str, dict[str, str]] = {
         "municipalities with the base-year emissions of the same municipalities.",
         "note_missing": "“—” marks a missing value (not zero).", "missing_count": "missing:",
         "generated": "made with", "preliminary": "preliminary", "estimated": "estimated",
-        "final": "final", "unit": "thousand t-CO2",
+        "final": "final", "unit": "thousand t-CO2", "target_line": "target path",
     },
 }
