@@ -49,7 +49,7 @@ def report_data(engine: Engine, fiscal_year: int) -> dict[str, Any]:
     inventory = plan.inventory_year(fiscal_year)
     latest = engine.region_emissions(inventory)
     years = sorted({v.year for v in engine.emission_values()} | {plan.base_year, inventory})
-    series = [{
+    series: list[dict[str, Any]] = [{
         # The base year, over the members of the latest year (members of the base year
         # itself may be none: the plan may be younger than its base year).
         "year": plan.base_year, "total": latest.base_total, "base_total": latest.base_total,
