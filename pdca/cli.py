@@ -827,19 +827,29 @@ def evaluate(
     comment: str,
     as_json: bool,
 ) -> None:
-    """Record a measure's evaluation for one fiscal year (staff of its municipality).
+    """Record the evaluation of a measure (its municipality's staff) or of a priority
+    project, ``priority:ID`` (the secretariat), for one fiscal year.
 
     \b
     Example:
         pdca --actor staff-kumamoto evaluate measure:M-001 --fy 2025 --rating B --actual 12
+        pdca --actor secretariat evaluate priority:priority-1 --fy 2025 --rating B
     """
-    result = state.engine().evaluate(ref, fiscal_year=fiscal_year, rating=rating,
-                                     actual=actual, comment=comment, actor=state.need_actor())
+    engine = state.engine()
+    if ref.startswith("priority:"):
+        if actual is not None:
+            state.fail("--actual is for measures, not priority projects", code="usage")
+        result = engine.evaluate_priority_project(
+            ref.split(":", 1)[1], fiscal_year=fiscal_year, rating=rating, comment=comment,
+            actor=state.need_actor())
+    else:
+        result = engine.evaluate(ref, fiscal_year=fiscal_year, rating=rating, actual=actual,
+                                 comment=comment, actor=state.need_actor())
     if as_json:
         emit_json({"ref": result.ref, "seq": result.seq, "data": dict(result.data)})
     else:
-        click.echo(state.t(f"{result.ref}: {fiscal_year}年度の評価 {rating} を記録しました",
-                           f"{result.ref}: FY{fiscal_year} evaluated {rating}"))
+        click.echo(state.t(f"{ref}: {fiscal_year}年度の評価 {rating} を記録しました",
+                           f"{ref}: FY{fiscal_year} evaluated {rating}"))
 
 
 @main.group()
