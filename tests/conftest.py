@@ -20,6 +20,21 @@ import structlog
 import pdca
 from pdca.storage.database import normalise_url
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--long",
+        action="store_true",
+        default=False,
+        help="run the reliability tests at their full size (slow; for local runs)",
+    )
+
+
+@pytest.fixture
+def long_mode(request: pytest.FixtureRequest) -> bool:
+    """Whether the reliability tests run at full size (``pytest --long``)."""
+    return bool(request.config.getoption("--long"))
+
+
 PG_URL = os.environ.get("PDCA_TEST_POSTGRES_URL")
 REQUIRE_PG = os.environ.get("PDCA_REQUIRE_POSTGRES") == "1"
 
