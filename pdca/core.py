@@ -328,6 +328,10 @@ class EngineCore:
         return self._clock()
 
     def _virtual_clock(self) -> datetime:
+        # Read each time: another process (a daemon, `pdca simulate`) may have moved it.
+        settings = database.read_settings(self._db, ("virtual_now",))
+        if "virtual_now" in settings:
+            self._virtual_now = datetime.fromisoformat(settings["virtual_now"])
         if self._virtual_now is None:
             raise PdcaError("this simulation database has no virtual time yet")
         return self._virtual_now
@@ -1347,6 +1351,21 @@ class EngineCore:
             blocked=blocked,
         )
 
+    def _known_ref(self, ref: str) -> str:
+        """``ref`` normalised, if an entity has it or the log has entries for it."""
+        if ref == audit.CHECKPOINT_REF:
+            return ref
+        parsed, _ = self._parse(ref)
+        ref = str(parsed)
+        with database.storage_errors(f"reading {ref}"), database.read_transaction(
+            self._db
+        ) as conn:
+            found = conn.execute(sa.select(_E.c.id).where(_E.c.ref == ref)).first() or \
+                conn.execute(sa.select(_A.c.seq).where(_A.c.ref == ref).limit(1)).first()
+        if found is None:
+            raise UnknownReference(ref)
+        return ref
+
     def history(self, ref: str) -> list[AuditEntry]:
         """Every audit entry of ``ref``, oldest first."""
         parsed, _ = self._parse(ref)
@@ -1375,8 +1394,10 @@ class EngineCore:
         """The audit log in sequence order, filtered; streamed in batches.
 
         ``since``/``until`` compare with the entry's business time: the virtual time in a
-        simulation database, the real time otherwise.
+        simulation database, the real time otherwise. An unknown ``ref`` is refused.
         """
+        if ref is not None:
+            ref = self._known_ref(ref)
         last = 0
         while True:
             stmt = sa.select(_A).where(_A.c.seq > last).order_by(_A.c.seq).limit(batch)

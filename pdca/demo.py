@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .calendar import start_of_day
 from .engine import Engine
+from .errors import InvalidInput
 from .notify import LogNotifier
 from .reporting import build_report, publish_report
 
@@ -79,7 +80,11 @@ def _write_emissions(path: Path, engine: Engine) -> None:
 
 def run_demo(directory: Path, *, say: Callable[[str], None] = lambda text: None) -> DemoResult:
     """Build ``directory/demo.db`` and play FY2025 in it; ``say`` narrates each stage."""
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidInput(f"cannot create {directory}: {exc.strerror or exc}",
+                           field="dir") from None
     db = directory / "demo.db"
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)

@@ -841,16 +841,15 @@ class Engine(EngineCore):
     def _move_virtual_clock(self, to: datetime) -> None:
         with self._writing("settings", "tick") as conn:
             stored = conn.execute(
-                sa.select(_SET.c.value).where(_SET.c.key == "virtual_now")
+                sa.select(_SET.c.value).where(_SET.c.key == "virtual_now").with_for_update()
             ).scalar_one_or_none()
             current = datetime.fromisoformat(stored) if stored else None
             if current is not None and to < current:
                 raise InvalidInput(
                     f"the virtual clock never goes back: it is at {_tokyo(current)}, "
                     f"not {_tokyo(to)}", field="at")
-            conn.execute(_SET.delete().where(_SET.c.key == "virtual_now"))
-            conn.execute(_SET.insert(), {"key": "virtual_now",
-                                         "value": to.astimezone(UTC).isoformat()})
+            conn.execute(_SET.update().where(_SET.c.key == "virtual_now").values(
+                value=to.astimezone(UTC).isoformat()))
         self._virtual_now = to.astimezone(UTC)
 
     def _schedule_start(self, at: datetime) -> int:
@@ -858,14 +857,16 @@ class Engine(EngineCore):
         from .calendar import fiscal_year_of
 
         with self._writing("settings", "tick") as conn:
-            stored = conn.execute(
-                sa.select(_SET.c.value).where(_SET.c.key == "schedule_from")
-            ).scalar_one_or_none()
-            if stored is not None:
-                return int(stored)
             first = fiscal_year_of(at)
-            conn.execute(_SET.insert(), {"key": "schedule_from", "value": str(first)})
-            return first
+            insert = (
+                pg_insert(_SET).on_conflict_do_nothing(index_elements=["key"])
+                if self._pg
+                else _SET.insert().prefix_with("OR IGNORE")
+            )
+            conn.execute(insert, {"key": "schedule_from", "value": str(first)})
+            return int(conn.execute(
+                sa.select(_SET.c.value).where(_SET.c.key == "schedule_from")
+            ).scalar_one())
 
     def _tick_time(self, at: datetime | None) -> datetime:
         now = self.now()
@@ -995,9 +996,12 @@ class Engine(EngineCore):
         """One due firing, claimed and carried out in one transaction (exactly once)."""
         committed: Transition | None = None
         with self._writing(due.ref or due.key, due.action) as conn:
+            # Wait for another process working on the same firing (do not skip ahead:
+            # later firings may depend on it, as a year's starts on its opening), then see
+            # that it is done.
             claim = sa.select(_DUE.c.status).where(_DUE.c.key == due.key)
             if self._pg:
-                claim = claim.with_for_update(skip_locked=True)
+                claim = claim.with_for_update()
             status = conn.execute(claim).scalar_one_or_none()
             if status != "pending":
                 return None  # done by another process, or being done right now

@@ -237,6 +237,13 @@ class StorageError(PdcaError):
     exit_code = 1
 
 
+class InvalidDatabaseUrl(StorageError):
+    """The database URL is not one pdca can use (bad input, not an outage)."""
+
+    code = "invalid_database_url"
+    exit_code = 2
+
+
 class SchemaOutdated(StorageError):
     """The database schema is missing or older than this version of pdca."""
 
@@ -251,6 +258,7 @@ __all__ = [
     "DuplicateEntity",
     "GuardFailed",
     "InvalidData",
+    "InvalidDatabaseUrl",
     "InvalidInput",
     "PdcaError",
     "PermissionDenied",

@@ -59,7 +59,8 @@ def render_html(data: dict[str, Any], lang: str = "ja") -> str:
         return "—" if value is None else f"{value * 100:.1f}%"
 
     def statuses(counts: dict[str, int]) -> str:
-        return "、".join(f"{t.get(k, k)} {v}" for k, v in sorted(counts.items())) or "—"
+        separator = "、" if lang == "ja" else ", "
+        return separator.join(f"{t.get(k, k)} {v}" for k, v in sorted(counts.items())) or "—"
 
     chart_labels = {"total": t["total"], "target": t["target_line"], "base": t["base_same"],
                     "unit": t["unit"], "title": t["chart_title"],

@@ -21,12 +21,21 @@ FONTS = ["Hiragino Sans", "Yu Gothic", "Meiryo", "Noto Sans CJK JP", "IPAGothic"
          "DejaVu Sans", "sans-serif"]
 
 
-def _svg(figure: Any, title: str, description: str) -> str:
+def _svg(figure: Any, chart_id: str, title: str, description: str) -> str:
+    import matplotlib.pyplot as plt
+
     buffer = io.StringIO()
-    figure.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
+    # A fixed salt makes matplotlib's generated ids the same on every build, so the same
+    # data always gives the same page, byte for byte (its SHA-256 is what is published).
+    with plt.rc_context({"svg.hashsalt": chart_id}):
+        figure.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
     text = buffer.getvalue()
     text = text[text.index("<svg"):]
     text = re.sub(r"<metadata>.*?</metadata>", "", text, flags=re.S)
+    # Two charts in one page: prefix every id (and every reference to one) with the chart's.
+    text = re.sub(r'id="([^"]+)"', rf'id="{chart_id}-\1"', text)
+    text = re.sub(r'(xlink:href|href)="#([^"]+)"', rf'\1="#{chart_id}-\2"', text)
+    text = re.sub(r"url\(#([^)]+)\)", rf"url(#{chart_id}-\1)", text)
     label = (f'<title id="{{id}}-t">{html.escape(title)}</title>'
              f'<desc id="{{id}}-d">{html.escape(description)}</desc>')
     return text.replace(
@@ -86,7 +95,7 @@ def emissions_chart(
         ax.set_ylabel(labels["unit"])
         ax.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3,
                   fontsize=9)
-        svg = _svg(figure, labels["title"], labels["description"])
+        svg = _svg(figure, "chart-emissions", labels["title"], labels["description"])
         _close(figure)
     return svg.replace("{id}", "chart-emissions")
 
@@ -106,6 +115,6 @@ def sector_chart(
         values = [(s["value"] or 0) / 1000 for s in sectors][::-1]
         ax.barh(names, values, color=[PALETTE[i % len(PALETTE)] for i in range(len(names))])
         ax.set_xlabel(labels["unit"])
-        svg = _svg(figure, labels["title"], labels["description"])
+        svg = _svg(figure, "chart-sectors", labels["title"], labels["description"])
         _close(figure)
     return svg.replace("{id}", "chart-sectors")

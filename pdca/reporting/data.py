@@ -48,6 +48,10 @@ def report_data(engine: Engine, fiscal_year: int) -> dict[str, Any]:
 
     inventory = plan.inventory_year(fiscal_year)
     latest = engine.region_emissions(inventory)
+    base_statuses: dict[str, int] = {}
+    for value in engine.emission_values(years=[plan.base_year]):
+        if value.municipality in latest.members:
+            base_statuses[value.status] = base_statuses.get(value.status, 0) + 1
     years = sorted({v.year for v in engine.emission_values()} | {plan.base_year, inventory})
     series: list[dict[str, Any]] = [{
         # The base year, over the members of the latest year (members of the base year
@@ -55,7 +59,7 @@ def report_data(engine: Engine, fiscal_year: int) -> dict[str, Any]:
         "year": plan.base_year, "total": latest.base_total, "base_total": latest.base_total,
         "reduction": 0.0 if latest.base_total else None, "target_reduction": 0.0,
         "target_total": latest.base_total, "members": len(latest.members),
-        "missing": len(latest.base_missing), "statuses": {},
+        "missing": len(latest.base_missing), "statuses": base_statuses,
     }]
     for year in years:
         if year > inventory or year <= plan.base_year:
@@ -81,15 +85,17 @@ def report_data(engine: Engine, fiscal_year: int) -> dict[str, Any]:
     cycles = {v.ref: v for v in engine.cycles(fiscal_year)}
     mwf = engine.registry.get("municipal_cycle")
     measures = engine.entities(workflow="measure")
-    commercialised: dict[str, list[str]] = {}
+    commercialised: dict[str, list[dict[str, str]]] = {}
     for entry in engine.audit_log(trigger="commercialise", kind="transition"):
         when = _business_time(entry.at, entry.virtual_at)
         if fiscal_year_of(when) == fiscal_year:
             view = next((m for m in measures if m.ref == entry.ref), None)
             if view is not None:
                 for code in view.scope:
-                    commercialised.setdefault(code, []).append(
-                        str(view.attrs.get("title_ja") or entry.ref))
+                    commercialised.setdefault(code, []).append({
+                        "ja": str(view.attrs.get("title_ja") or entry.ref),
+                        "en": str(view.attrs.get("title_en") or view.attrs.get("title_ja")
+                                  or entry.ref)})
     members = []
     values = {(v.municipality, v.sector): v for v in engine.emission_values(years=[inventory])}
     for m in plan.members_of(fiscal_year):

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
-from ..errors import SchemaOutdated, StorageError
+from ..errors import InvalidDatabaseUrl, SchemaOutdated, StorageError
 from .models import SCHEMA_REVISION
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -43,7 +43,7 @@ def create_engine(url: str, *, lock_timeout: float = LOCK_TIMEOUT_S) -> Engine:
     try:
         parsed = sa.make_url(url)
     except sa.exc.ArgumentError:
-        raise StorageError(f"not a database URL: {url!r}") from None
+        raise InvalidDatabaseUrl(f"not a database URL: {url!r}") from None
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed, lock_timeout)
     if parsed.get_backend_name() == "postgresql":
@@ -58,7 +58,7 @@ def create_engine(url: str, *, lock_timeout: float = LOCK_TIMEOUT_S) -> Engine:
             )
         except (ImportError, sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as exc:
             raise StorageError(f"cannot use {url!r}: {exc}") from None
-    raise StorageError(
+    raise InvalidDatabaseUrl(
         f"unsupported database {parsed.get_backend_name()!r}: use sqlite:///FILE or "
         "postgresql://USER@HOST/DB"
     )
@@ -67,12 +67,12 @@ def create_engine(url: str, *, lock_timeout: float = LOCK_TIMEOUT_S) -> Engine:
 def _sqlite_engine(url: sa.URL, lock_timeout: float) -> Engine:
     database = url.database or ""
     if database in ("", ":memory:"):
-        raise StorageError(
+        raise InvalidDatabaseUrl(
             "an in-memory SQLite database cannot be shared; give a file: sqlite:///pdca.db"
         )
     parent = Path(database).expanduser().resolve().parent
     if not parent.is_dir():
-        raise StorageError(f"cannot create {database}: folder {parent} does not exist")
+        raise InvalidDatabaseUrl(f"cannot create {database}: folder {parent} does not exist")
     engine = sa.create_engine(
         url,
         connect_args={"timeout": lock_timeout, "check_same_thread": False},
