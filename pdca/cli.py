@@ -1218,7 +1218,7 @@ def reference_markdown() -> str:
         rows = []
         for param in command.get_params(sub):
             record = param.get_help_record(sub)
-            if isinstance(param, click.Option) and record and not record[0].startswith("--help"):
+            if isinstance(param, click.Option) and record and "--help" not in record[0]:
                 rows.append(f"| `{record[0]}` | {record[1].replace('|', '/')} |")
         if rows:
             out.append("| option | meaning |\n|---|---|\n" + "\n".join(rows) + "\n")
