@@ -538,6 +538,29 @@ class EngineCore:
             )
         return digest
 
+    def _audit_refusal(
+        self,
+        conn: Connection,
+        row: _Locked,
+        who: _Actor,
+        trigger: str,
+        reason: str,
+        data_json: str,
+        now: datetime,
+    ) -> None:
+        """Append a ``refused`` entry to a locked entity's chain; its state stays."""
+        self._append_to(
+            conn,
+            row,
+            kind=audit.KIND_REFUSED,
+            at=now,
+            actor=who,
+            trigger=trigger,
+            to_state=row.state,
+            note=reason,
+            data=data_json,
+        )
+
     @contextlib.contextmanager
     def _writing(self, ref: str, trigger: str) -> Iterator[Connection]:
         """A write transaction whose lock conflicts become :class:`ConcurrentTransition`."""
@@ -700,17 +723,7 @@ class EngineCore:
             scope=row.scope,
         )
         if problem is not None:
-            self._append_to(
-                conn,
-                row,
-                kind=audit.KIND_REFUSED,
-                at=now,
-                actor=who,
-                trigger=trigger,
-                to_state=row.state,
-                note=problem,
-                data=request.data_json,
-            )
+            self._audit_refusal(conn, row, who, trigger, problem, request.data_json, now)
             return None, PermissionDenied(
                 ref=ref,
                 trigger=trigger,
@@ -737,17 +750,8 @@ class EngineCore:
         )
         reasons = workflow.fire(subject, trigger, _Context(conn, now, self._queries))
         if reasons:
-            self._append_to(
-                conn,
-                row,
-                kind=audit.KIND_REFUSED,
-                at=now,
-                actor=who,
-                trigger=trigger,
-                to_state=row.state,
-                note="; ".join(reasons),
-                data=request.data_json,
-            )
+            self._audit_refusal(conn, row, who, trigger, "; ".join(reasons),
+                                request.data_json, now)
             return None, GuardFailed(ref=ref, trigger=trigger, state=row.state, reasons=reasons)
         result = self._commit_transition(
             conn, row, found, subject, who, now, request.note, request.clean, request.data_json
@@ -1019,17 +1023,7 @@ class EngineCore:
         if row is None:
             return
         row.next_seq = seq
-        self._append_to(
-            conn,
-            row,
-            kind=audit.KIND_REFUSED,
-            at=now,
-            actor=who,
-            trigger="create",
-            to_state=row.state,
-            note=f"create {ref}: {problem}",
-            data=data_json,
-        )
+        self._audit_refusal(conn, row, who, "create", f"create {ref}: {problem}", data_json, now)
 
     def record(
         self,
@@ -1074,17 +1068,7 @@ class EngineCore:
                     role=who.role.value,
                     reason=problem,
                 )
-                self._append_to(
-                    conn,
-                    row,
-                    kind=audit.KIND_REFUSED,
-                    at=now,
-                    actor=who,
-                    trigger=name,
-                    to_state=row.state,
-                    note=problem,
-                    data=data_json,
-                )
+                self._audit_refusal(conn, row, who, name, problem, data_json, now)
             else:
                 if write is not None:
                     write(conn, row.id)
