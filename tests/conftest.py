@@ -20,6 +20,7 @@ import structlog
 import pdca
 from pdca.storage.database import normalise_url
 
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--long",
