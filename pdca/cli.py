@@ -227,6 +227,10 @@ pass_state = click.make_pass_decorator(State)
 # ----------------------------------------------------------------------------- commands
 
 
+#: A fiscal or inventory year on the command line.
+YEAR = click.IntRange(1900, 2999)
+
+
 class Moment(click.ParamType):  # type: ignore[type-arg]  # click's ParamType is generic
     """A time on the command line: ``YYYY-MM-DD`` or an ISO date-time (Tokyo by default)."""
 
@@ -812,7 +816,7 @@ def measures_list(
 
 @main.command()
 @click.argument("ref")
-@click.option("--fy", "fiscal_year", type=int, required=True, help="The fiscal year evaluated.")
+@click.option("--fy", "fiscal_year", type=YEAR, required=True, help="The fiscal year evaluated.")
 @click.option("--rating", required=True, help="A rating of the plan's scale (e.g. A-D).")
 @click.option("--actual", type=float, default=None, help="The indicator's actual value.")
 @click.option("--comment", default="", help="A comment.")
@@ -891,10 +895,10 @@ def pct(value: float | None) -> str:
 
 
 @emissions.command("show")
-@click.option("--fy", "fiscal_year", type=int, default=None,
+@click.option("--fy", "fiscal_year", type=YEAR, default=None,
               help="The fiscal year under review: shows the inventory year its check "
               "calculates (the plan's statistics lag).")
-@click.option("--year", type=int, default=None, help="An inventory year, directly.")
+@click.option("--year", type=YEAR, default=None, help="An inventory year, directly.")
 @click.option("--municipality", help="Also each sector of this municipality.")
 @json_option
 @pass_state
@@ -979,7 +983,7 @@ def meetings() -> None:
 @meetings.command("schedule")
 @click.argument("kind", type=click.Choice(
     ["liaison_council", "advisory_committee", "staff_meeting", "policy_meeting"]))
-@click.option("--fy", "fiscal_year", type=int, required=True, help="The fiscal year.")
+@click.option("--fy", "fiscal_year", type=YEAR, required=True, help="The fiscal year.")
 @click.option("--date", "on", required=True, help="The date, YYYY-MM-DD.")
 @click.option("--municipality", help="For a policy meeting: its municipality.")
 @click.option("--title", help="A title.")
@@ -1005,7 +1009,7 @@ def meetings_schedule(
 
 
 @meetings.command("list")
-@click.option("--fy", "fiscal_year", type=int, default=None, help="Only this fiscal year.")
+@click.option("--fy", "fiscal_year", type=YEAR, default=None, help="Only this fiscal year.")
 @json_option
 @pass_state
 def meetings_list(state: State, fiscal_year: int | None, as_json: bool) -> None:
@@ -1070,7 +1074,7 @@ def advice_answer(state: State, ref: str, text: str) -> None:
 
 
 @main.command()
-@click.option("--fy", "fiscal_year", type=int, default=None,
+@click.option("--fy", "fiscal_year", type=YEAR, default=None,
               help="The fiscal year (default: the one whose check is under way).")
 @click.option("--municipality", help="Only this municipality.")
 @json_option
@@ -1128,7 +1132,7 @@ def schedule() -> None:
 
 
 @schedule.command("show")
-@click.option("--fy", "fiscal_year", type=int, default=None,
+@click.option("--fy", "fiscal_year", type=YEAR, default=None,
               help="The fiscal year whose check it is (default: the current year's).")
 @json_option
 @pass_state
@@ -1229,7 +1233,7 @@ def reference_markdown() -> str:
 
 
 @main.group(invoke_without_command=True)
-@click.option("--fy", "fiscal_year", type=int, help="The fiscal year to publish.")
+@click.option("--fy", "fiscal_year", type=YEAR, help="The fiscal year to publish.")
 @click.option("--out", "out", type=click.Path(file_okay=False), help="The folder to write to.")
 @click.option("--publish", "do_publish", is_flag=True,
               help="Also publish it: fire the region's publish with the page's SHA-256.")
@@ -1307,7 +1311,7 @@ def report_verify(state: State, path: str, as_json: bool) -> None:
 
 
 @main.command("export")
-@click.option("--fy", "fiscal_year", type=int, required=True, help="The fiscal year.")
+@click.option("--fy", "fiscal_year", type=YEAR, required=True, help="The fiscal year.")
 @click.option("--format", "fmt", type=click.Choice(["xlsx", "csv"]), default="xlsx",
               show_default=True, help="One XLSX file, or a folder of CSV files.")
 @click.option("--out", "out", type=click.Path(), required=True, help="The file or folder.")

@@ -205,6 +205,8 @@ def _clean_note(note: str | None) -> str | None:
     if not isinstance(note, str):
         raise InvalidData("the note must be text", field="note")
     note = note.strip()
+    if any(ord(ch) < 32 and ch not in "\t\n\r" for ch in note):
+        raise InvalidData("the note must not contain control characters", field="note")
     if len(note) > MAX_NOTE:
         raise InvalidData(f"the note is longer than {MAX_NOTE} characters", field="note")
     return note or None
@@ -361,12 +363,25 @@ class EngineCore:
                 .with_for_update()
                 .subquery("locked")
             )
+            # The acting person's row is read FOR SHARE: a row read under a lock is re-read
+            # after any wait, so someone deactivated while this waited for the entity's lock
+            # is seen as deactivated (and cannot be deactivated while acting).
+            acting: Any = (
+                sa.select(person.c.state, person.c.attrs)
+                .where(person.c.ref == sa.bindparam("actor_ref"))
+                .with_for_update(read=True)
+                .subquery("acting")
+            )
+            joined = target.outerjoin(acting, sa.true())
+        else:
+            acting = person
+            joined = target.outerjoin(person, person.c.ref == sa.bindparam("actor_ref"))
         stmt = sa.select(
             *(target.c[c] for c in columns),
-            person.c.state.label("actor_state"),
-            person.c.attrs.label("actor_attrs"),
+            acting.c.state.label("actor_state"),
+            acting.c.attrs.label("actor_attrs"),
             next_seq.label("next_seq"),
-        ).select_from(target.outerjoin(person, person.c.ref == sa.bindparam("actor_ref")))
+        ).select_from(joined)
         if not self._pg:
             stmt = stmt.where(_E.c.ref == sa.bindparam("ref"))
         return stmt
@@ -404,9 +419,10 @@ class EngineCore:
             raise UnknownActor(str(actor), "an actor is required: who is acting?")
         if actor == SCHEDULER_ACTOR:
             return _Actor(SCHEDULER_ACTOR, Role.SCHEDULER, None)
-        row = conn.execute(
-            sa.select(_E.c.state, _E.c.attrs).where(_E.c.ref == f"person:{actor}")
-        ).one_or_none()
+        stmt = sa.select(_E.c.state, _E.c.attrs).where(_E.c.ref == f"person:{actor}")
+        if self._pg:
+            stmt = stmt.with_for_update(read=True)  # see _build_lock_statement
+        row = conn.execute(stmt).one_or_none()
         return _actor_of(actor, None if row is None else row.state,
                          None if row is None else row.attrs)
 
@@ -1591,7 +1607,11 @@ class EngineCore:
                 seq=result.seq,
             )
         if self._subscribers:
-            self.deliver_pending()
+            try:
+                self.deliver_pending()
+            except StorageError as exc:
+                # The change is committed; its event stays queued and is delivered later.
+                self._log.warning("delivery_postponed", ref=result.ref, error=str(exc))
 
     def deliver_pending(self, *, limit: int = 1000) -> int:
         """Deliver queued transition events to this engine's subscribers; return how many.

@@ -114,9 +114,11 @@ def _read_plan_text(source: str | Path) -> tuple[str, str]:
     try:
         return path.read_text(encoding="utf-8"), str(path)
     except FileNotFoundError:
-        raise InvalidInput(f"plan file {path} does not exist") from None
+        raise InvalidInput("the plan file does not exist", source=str(path)) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"cannot read plan file {path}: {exc}") from None
+        raise InvalidInput(f"cannot read the plan file: {exc}", source=str(path)) from None
+    except ValueError:  # a NUL byte, or characters no file name can hold
+        raise InvalidInput("not a usable file name", source=repr(str(source))) from None
 
 
 def _read_csv(
@@ -134,6 +136,8 @@ def _read_csv(
     except OSError as exc:
         raise InvalidInput(f"cannot read the file: {exc.strerror or exc}",
                            source=source) from None
+    except ValueError:  # a NUL byte, or characters no file name can hold
+        raise InvalidInput("not a usable file name", source=repr(source)) from None
     reader = csv.DictReader(io.StringIO(text))
     header = [h.strip() for h in (reader.fieldnames or [])]
     if header != list(columns):
@@ -163,6 +167,14 @@ def _read_csv(
     if not rows:
         raise InvalidInput("the file has no rows", source=source)
     return source, rows
+
+
+def check_year(value: int, field: str = "fiscal_year") -> int:
+    """A fiscal (or inventory) year pdca can store: 1900-2999."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1900 <= value <= 2999:
+        raise InvalidData(f"{field} must be a year between 1900 and 2999, not {value!r}",
+                          field=field)
+    return value
 
 
 def _aware(moment: datetime, name: str) -> None:
@@ -328,6 +340,8 @@ class Engine(EngineCore):
     ) -> list[EntityView]:
         """Entities of ``workflow``, filtered, by reference (no ``allowed`` computed)."""
         wf = self._registry.get(workflow)
+        if fiscal_year is not None:
+            check_year(fiscal_year)
         if state is not None and state not in wf.states:
             raise InvalidInput(
                 f"{workflow} has no state {state!r}; its states are {', '.join(wf.states)}",

@@ -127,6 +127,24 @@ class Daemon:
         )
         return len(moments)
 
+    def _plan_heartbeat_only(self) -> None:
+        from apscheduler.triggers.cron import CronTrigger
+        from apscheduler.triggers.interval import IntervalTrigger
+
+        self.scheduler.add_job(self._daily, CronTrigger(hour=0, minute=10, timezone=TOKYO),
+                               id="daily", replace_existing=True)
+        self.scheduler.add_job(self._heartbeat, IntervalTrigger(minutes=self.heartbeat_minutes),
+                               id="heartbeat", replace_existing=True)
+
+    def _heartbeat(self) -> None:
+        """A tick; once the database answers again, the dated jobs are planned too."""
+        self.tick()
+        if len(self.scheduler.get_jobs()) <= 2:
+            try:
+                self.plan_jobs()
+            except PdcaError as exc:
+                self._log.error("planning_jobs_failed", error=str(exc))
+
     def _daily(self) -> None:
         self.tick()
         try:
@@ -141,7 +159,14 @@ class Daemon:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 previous[signum] = signal.signal(signum, self._on_signal)
         self.tick()
-        count = self.plan_jobs()
+        try:
+            count = self.plan_jobs()
+        except PdcaError as exc:
+            # The database is away (an outage at start-up): run on the heartbeat, which
+            # catches up when it is back, and plan the dated jobs at the daily re-planning.
+            self._log.error("planning_jobs_failed", error=str(exc))
+            self._plan_heartbeat_only()
+            count = 0
         self._log.info("daemon_started", due_moments=count,
                        heartbeat_minutes=self.heartbeat_minutes)
         try:

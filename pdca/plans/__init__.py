@@ -658,6 +658,9 @@ class Plan:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise _syntax_error(text, exc, source) from exc
+        except RecursionError:
+            raise InvalidInput("the plan file nests too deeply to be a plan",
+                               source=source) from None
         try:
             return _build(data, source)
         except InvalidInput as exc:
@@ -1073,6 +1076,8 @@ def load_plan(source: str | Path) -> Plan:
     except OSError as exc:
         raise InvalidInput(f"cannot read the plan file: {exc.strerror or exc}",
                            source=name) from None
+    except ValueError:  # a NUL byte, or characters no file name can hold
+        raise InvalidInput("not a usable file name", source=repr(name)) from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -84,6 +84,8 @@ def export_year(engine: Engine, fiscal_year: int, out: str | Path, *,
                            field="fy")
     sheets = _sheets(engine, fiscal_year)
     target = Path(out)
+    if fmt == "xlsx" and (not target.name or target.is_dir()):
+        target = target / f"pdca-{fiscal_year}.xlsx"  # a folder: a file in it
     try:
         if fmt == "xlsx":
             return [_write_xlsx(target, sheets)]

@@ -50,6 +50,7 @@ class FieldSpec:
     label_en: str = ""
     max_length: int = 2000
     minimum: float | None = None
+    maximum: float | None = None
 
     def validate(self, value: Any) -> Any:
         """Return the value in canonical form, or raise :class:`InvalidData`."""
@@ -84,6 +85,14 @@ class FieldSpec:
             raise InvalidData(
                 f"{self.name} must be at least {self.minimum:g}, not {value!r}",
                 field=self.name,
+            )
+        if (
+            self.type in ("int", "float")
+            and self.maximum is not None
+            and cast(float, value) > self.maximum
+        ):
+            raise InvalidData(
+                f"{self.name} must be at most {self.maximum:g}, not {value!r}", field=self.name
             )
         if self.type == "float":
             return float(cast(float, value))

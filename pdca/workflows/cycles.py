@@ -37,7 +37,7 @@ STAFF = frozenset({Role.STAFF})
 SECRETARIAT = frozenset({Role.SECRETARIAT})
 SCHEDULER = frozenset({Role.SCHEDULER})
 OPENERS = frozenset({Role.SCHEDULER, Role.SECRETARIAT, Role.ADMIN})
-FY_FIELD = FieldSpec(name="fiscal_year", type="int", required=True)
+FY_FIELD = FieldSpec(name="fiscal_year", type="int", required=True, minimum=1900, maximum=2999)
 
 
 def _fy(subject: Subject) -> int:

@@ -56,7 +56,7 @@ EMISSIONS = WorkflowSpec(
         roles=EDITORS,
         fields=(
             FieldSpec(name="municipality", type="str", required=True),
-            FieldSpec(name="year", type="int", required=True, minimum=1990),
+            FieldSpec(name="year", type="int", required=True, minimum=1990, maximum=2999),
             FieldSpec(name="sector", type="str", required=True),
             VALUE,
             FieldSpec(name="status", type="str", required=True, choices=STATUSES),

@@ -61,7 +61,8 @@ MEASURE = WorkflowSpec(
             label_ja="事業化",
             label_en="commercialise",
             fields=(
-                FieldSpec(name="fiscal_year", type="int", label_ja="事業化年度",
+                FieldSpec(name="fiscal_year", type="int", minimum=1900, maximum=2999,
+                          label_ja="事業化年度",
                           label_en="fiscal year funded"),
                 FieldSpec(name="budget_jpy", type="int", label_ja="予算額（円）",
                           label_en="budget (JPY)"),

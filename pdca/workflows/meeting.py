@@ -131,7 +131,7 @@ MEETING = WorkflowSpec(
         roles=frozenset({Role.SECRETARIAT, Role.CLERK, Role.STAFF, Role.SCHEDULER}),
         fields=(
             FieldSpec(name="kind", type="str", required=True, choices=MEETING_KINDS),
-            FieldSpec(name="fiscal_year", type="int", required=True, minimum=2000),
+            FieldSpec(name="fiscal_year", type="int", required=True, minimum=1900, maximum=2999),
             FieldSpec(name="date", type="date", required=True),
             FieldSpec(name="municipality", type="str"),
             FieldSpec(name="title", type="str", max_length=500),
@@ -169,7 +169,7 @@ ADVICE = WorkflowSpec(
         roles=frozenset({Role.CLERK, Role.SECRETARIAT}),
         fields=(
             FieldSpec(name="meeting", type="str", required=True),
-            FieldSpec(name="fiscal_year", type="int", required=True),
+            FieldSpec(name="fiscal_year", type="int", required=True, minimum=1900, maximum=2999),
             FieldSpec(name="text", type="str", required=True, max_length=20000),
             FieldSpec(name="member", type="str", max_length=200),
         ),
@@ -209,7 +209,7 @@ THEME_PROJECT = WorkflowSpec(
             FieldSpec(name="title_ja", type="str", required=True, max_length=500),
             FieldSpec(name="title_en", type="str", max_length=500),
             FieldSpec(name="meeting", type="str"),
-            FieldSpec(name="fiscal_year", type="int", required=True),
+            FieldSpec(name="fiscal_year", type="int", required=True, minimum=1900, maximum=2999),
         ),
         initial=lambda data: "proposed",
         initial_states=("proposed",),
