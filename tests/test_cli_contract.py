@@ -283,7 +283,7 @@ def test_init_with_a_bad_plan_file_names_the_file_and_the_line(tmp_path: Path) -
     missing = tmp_path / "missing.toml"
     result = cli(url, "init", "--plan", str(missing), "--admin", "admin")
     assert result.exit_code == 2
-    assert one_error_line(result) == f"Error: plan file {missing} does not exist"
+    assert one_error_line(result) == f"Error: {missing}: the plan file does not exist"
 
 
 # ----------------------------------------------------------------------------- people
