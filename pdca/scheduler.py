@@ -13,6 +13,7 @@ SIGINT.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 from collections.abc import Callable
@@ -167,8 +168,18 @@ class Daemon:
             self._log.error("planning_jobs_failed", error=str(exc))
             self._plan_heartbeat_only()
             count = 0
-        self._log.info("daemon_started", due_moments=count,
-                       heartbeat_minutes=self.heartbeat_minutes)
+        from apscheduler.triggers.date import DateTrigger
+
+        def started() -> None:
+            # The first job, once the scheduler runs: from here a signal can stop it. A
+            # signal that came just before it ran is honoured here.
+            self._log.info("daemon_started", due_moments=count,
+                           heartbeat_minutes=self.heartbeat_minutes)
+            if self._stopping:
+                self.stop()
+
+        self.scheduler.add_job(started, DateTrigger(run_date=datetime.now(UTC)), id="started",
+                               replace_existing=True)
         try:
             if not self._stopping:
                 self.scheduler.start()
@@ -185,7 +196,8 @@ class Daemon:
         """Stop after the job that is running, if any (also before the loop started)."""
         self._stopping = True
         if self.scheduler.running:
-            self.scheduler.shutdown(wait=False)
+            with contextlib.suppress(Exception):  # already shutting down
+                self.scheduler.shutdown(wait=False)
 
 
 def run_daemon(

@@ -62,6 +62,7 @@ def test_daemon_catches_up_at_start_and_stops_cleanly_on_sigterm(
         finally:
             if proc.poll() is None:
                 proc.kill()
+            proc.wait(timeout=60)
     lines = log_path.read_text().splitlines()
     events = [json.loads(line)["event"] for line in lines if line.startswith("{")]
     assert events[-3:] == ["daemon_started", "daemon_stopping", "daemon_stopped"]
