@@ -217,6 +217,7 @@ class Engine(EngineCore):
         virtual_now: datetime | None = None,
     ) -> None:
         self._plan_cache: tuple[str, Plan] | None = None
+        self._tick_people: list[tuple[str, dict[str, Any]]] | None = None
         super().__init__(
             db,
             registry=registry,
@@ -935,14 +936,18 @@ class Engine(EngineCore):
         pending.sort(key=lambda k: order.get(k, (at, 9, 0, k)))
         by_key = {d.key: d for d in dues}
         firings: list[Firing] = []
-        for n, key in enumerate(pending):
-            due = by_key.get(key)
-            if due is not None:
-                firing = self._run_due(plan, due)
-                if firing is not None:
-                    firings.append(firing)
-            if progress is not None:
-                progress(n + 1, len(pending))
+        self._tick_people = None
+        try:
+            for n, key in enumerate(pending):
+                due = by_key.get(key)
+                if due is not None:
+                    firing = self._run_due(plan, due)
+                    if firing is not None:
+                        firings.append(firing)
+                if progress is not None:
+                    progress(n + 1, len(pending))
+        finally:
+            self._tick_people = None
         sent, queued = self.deliver_notifications(notifier)
         if log.enabled():
             self._log.info("tick", at=at.isoformat(), fired=len(firings), notices=sent,
@@ -1100,16 +1105,19 @@ class Engine(EngineCore):
     ) -> None:
         step = plan.step(step_id)
         _, day = plan.step_window(step_id, due.fiscal_year)
-        people = []
-        for r in conn.execute(
-            sa.select(_E.c.ref, _E.c.attrs).where(_E.c.workflow == "person",
-                                                  _E.c.state == "active")
-        ):
-            attrs = json.loads(r.attrs)
-            responsible = (attrs.get("role") == "staff" and attrs.get("municipality") in scope
-                           if scope else attrs.get("role") == "secretariat")
-            if responsible:
-                people.append((r.ref.split(":", 1)[1], attrs.get("email")))
+        if self._tick_people is None:  # read once per tick, not once per notice
+            self._tick_people = [
+                (r.ref.split(":", 1)[1], json.loads(r.attrs))
+                for r in conn.execute(
+                    sa.select(_E.c.ref, _E.c.attrs).where(_E.c.workflow == "person",
+                                                          _E.c.state == "active"))
+            ]
+        people = [
+            (person, attrs.get("email"))
+            for person, attrs in self._tick_people
+            if (attrs.get("role") == "staff" and attrs.get("municipality") in scope
+                if scope else attrs.get("role") == "secretariat")
+        ]
         notice = Notice(
             kind=kind, ref=due.ref or "", step=step_id, step_title_ja=step.title_ja,
             step_title_en=step.title_en, fiscal_year=due.fiscal_year, due=day.isoformat(),

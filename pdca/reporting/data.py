@@ -85,11 +85,12 @@ def report_data(engine: Engine, fiscal_year: int) -> dict[str, Any]:
     cycles = {v.ref: v for v in engine.cycles(fiscal_year)}
     mwf = engine.registry.get("municipal_cycle")
     measures = engine.entities(workflow="measure")
+    by_ref = {m.ref: m for m in measures}
     commercialised: dict[str, list[dict[str, str]]] = {}
     for entry in engine.audit_log(trigger="commercialise", kind="transition"):
         when = _business_time(entry.at, entry.virtual_at)
         if fiscal_year_of(when) == fiscal_year:
-            view = next((m for m in measures if m.ref == entry.ref), None)
+            view = by_ref.get(entry.ref)
             if view is not None:
                 for code in view.scope:
                     commercialised.setdefault(code, []).append({
