@@ -81,6 +81,14 @@ def _pg_next_seq() -> Any:
     return sa.select(sa.func.nextval("audit_seq")).select_from(lock).scalar_subquery()
 
 
+def _pg_seq_block() -> Any:
+    """``:n`` values of ``audit_seq``, taken under the shared checkpoint lock."""
+    return sa.text(
+        "SELECT nextval('audit_seq') FROM (SELECT pg_advisory_xact_lock_shared(:key)) AS l, "
+        "generate_series(1, :n)"
+    ).bindparams(key=SEQ_LOCK_KEY)
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -131,10 +139,17 @@ def permission_problem(
 class _Context:
     """What guards may read during a transition (see :class:`pdca.workflows.GuardContext`)."""
 
-    def __init__(self, conn: Connection, now: datetime, queries: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        now: datetime,
+        queries: Mapping[str, Any],
+        bulk: _Bulk | None = None,
+    ) -> None:
         self._conn = conn
         self._now = now
         self._queries = queries
+        self._bulk = bulk
 
     @property
     def now(self) -> datetime:
@@ -145,7 +160,68 @@ class _Context:
             func = self._queries[name]
         except KeyError:
             raise PdcaError(f"no query named {name!r} is available to guards") from None
+        if self._bulk is not None:
+            self._bulk.flush()  # a guard reads what this transaction wrote so far
         return func(self._conn, **params)
+
+
+#: How many audit sequence numbers a bulk write takes from PostgreSQL per round trip.
+SEQ_BLOCK = 500
+
+
+class _Bulk:
+    """The writes of one bulk operation, sent with ``executemany``.
+
+    Audit entries are collected and inserted together; entity-row moves are sent in runs
+    of the same statement, in the order they were made (a row moved twice is moved twice,
+    in order). Sequence numbers are taken in blocks: on SQLite by counting on from the
+    largest (the write lock is held), on PostgreSQL from ``audit_seq`` in one round trip
+    per block, under the shared checkpoint lock and after the rows are locked.
+    """
+
+    __slots__ = ("_conn", "_core", "_next", "_pool", "_want", "audit", "moves")
+
+    def __init__(self, core: EngineCore, conn: Connection, expected: int = 1) -> None:
+        self._conn = conn
+        self._core = core
+        self.audit: list[dict[str, Any]] = []
+        self.moves: list[tuple[tuple[bool, bool], dict[str, Any]]] = []
+        self._pool: list[int] = []
+        self._next: int | None = None
+        self._want = max(1, expected)
+
+    def take_seq(self) -> int:
+        if self._core._pg:
+            if not self._pool:
+                block = min(max(self._want, 1), SEQ_BLOCK)
+                values = sorted(
+                    int(v) for v in self._conn.execute(_pg_seq_block(), {"n": block}).scalars()
+                )
+                self._pool = values[::-1]
+                self._want = max(1, self._want - block)
+            return self._pool.pop()
+        if self._next is None:
+            self._next = int(self._conn.execute(
+                sa.select(sa.func.coalesce(sa.func.max(_A.c.seq), 0) + 1)).scalar_one())
+        value = self._next
+        self._next += 1
+        return value
+
+    def flush(self) -> None:
+        if self.audit:
+            self._conn.execute(self._core._insert_audit, self.audit)
+            self.audit = []
+        if self.moves:
+            moves, self.moves = self.moves, []
+            start = 0
+            while start < len(moves):
+                key = moves[start][0]
+                end = start
+                while end < len(moves) and moves[end][0] == key:
+                    end += 1
+                params = [m[1] for m in moves[start:end]]
+                self._conn.execute(self._core._move_head[key], params)
+                start = end
 
 
 @dataclass(slots=True)
@@ -408,6 +484,35 @@ class EngineCore:
             actor_attrs=row.actor_attrs,
         )
 
+    def _lock_many(self, conn: Connection, refs: Sequence[str]) -> dict[str, _Locked]:
+        """Lock the rows of ``refs`` (those that exist), in id order so that two bulk
+        writers never wait on each other in a cycle. ``next_seq`` is left 0: bulk writers
+        number their entries themselves."""
+        wanted = sorted(set(refs))
+        columns = [_E.c[c] for c in ("id", "ref", "workflow", "state", "version", "scope",
+                                     "fiscal_year", "attrs", "chain_len", "chain_head")]
+        found: dict[str, _Locked] = {}
+        for start in range(0, len(wanted), 500):
+            stmt = sa.select(*columns).where(_E.c.ref.in_(wanted[start:start + 500]))
+            stmt = stmt.order_by(_E.c.id)
+            if self._pg:
+                stmt = stmt.with_for_update()
+            for row in conn.execute(stmt):
+                found[row.ref] = _Locked(
+                    id=row.id,
+                    ref=row.ref,
+                    workflow=self._registry.get(row.workflow),
+                    state=row.state,
+                    version=row.version,
+                    scope=_split_scope(row.scope),
+                    fiscal_year=row.fiscal_year,
+                    attrs=json.loads(row.attrs),
+                    chain_len=row.chain_len,
+                    chain_head=row.chain_head,
+                    next_seq=0,
+                )
+        return found
+
     def _next_seq(self, conn: Connection) -> int:
         if self._pg:
             return int(conn.execute(sa.select(_pg_next_seq())).scalar_one())
@@ -444,6 +549,7 @@ class EngineCore:
         data: str,
         workflow_version: str,
         fiscal_year: int | None,
+        bulk: _Bulk | None = None,
     ) -> str:
         actor_id, role = (
             (actor, SYSTEM_ACTOR) if isinstance(actor, str) else (actor.id, actor.role.value)
@@ -471,28 +577,29 @@ class EngineCore:
             workflow_version=workflow_version,
             prev_hash=prev_hash,
         )
-        conn.execute(
-            self._insert_audit,
-            {
-                "seq": seq,
-                "ref": ref,
-                "entity_seq": entity_seq,
-                "kind": kind,
-                "at": at,
-                "virtual_at": virtual_at,
-                "actor": actor_id,
-                "role": role,
-                "fiscal_year": fiscal_year,
-                "trigger": trigger,
-                "from_state": from_state,
-                "to_state": to_state,
-                "note": note,
-                "data": data,
-                "workflow_version": workflow_version,
-                "prev_hash": prev_hash,
-                "hash": digest,
-            },
-        )
+        entry = {
+            "seq": seq,
+            "ref": ref,
+            "entity_seq": entity_seq,
+            "kind": kind,
+            "at": at,
+            "virtual_at": virtual_at,
+            "actor": actor_id,
+            "role": role,
+            "fiscal_year": fiscal_year,
+            "trigger": trigger,
+            "from_state": from_state,
+            "to_state": to_state,
+            "note": note,
+            "data": data,
+            "workflow_version": workflow_version,
+            "prev_hash": prev_hash,
+            "hash": digest,
+        }
+        if bulk is not None:
+            bulk.audit.append(entry)
+        else:
+            conn.execute(self._insert_audit, entry)
         return digest
 
     def _append_to(
@@ -509,8 +616,12 @@ class EngineCore:
         data: str,
         attrs: Mapping[str, Any] | None = None,
         scope: tuple[str, ...] | None = None,
+        bulk: _Bulk | None = None,
     ) -> str:
-        """Append an entry to a locked entity's chain and move its head (and state)."""
+        """Append an entry to a locked entity's chain and move its head (and state).
+
+        With ``bulk`` the writes are collected (sent at its flush) and ``row`` is moved on
+        in memory, so that the same row may be written again in the same operation."""
         digest = self._append(
             conn,
             seq=row.next_seq,
@@ -527,6 +638,7 @@ class EngineCore:
             data=data,
             workflow_version=row.workflow.version,
             fiscal_year=row.fiscal_year,
+            bulk=bulk,
         )
         transition = kind == audit.KIND_TRANSITION
         params: dict[str, Any] = {
@@ -541,6 +653,18 @@ class EngineCore:
             params["new_state"] = to_state
         if attrs is not None:
             params["new_attrs"] = audit.canonical_json(dict(attrs))
+        if bulk is not None:
+            assert scope is None, "a scope change is not written in bulk"
+            bulk.moves.append(((transition, attrs is not None), params))
+            row.chain_len += 1
+            row.chain_head = digest
+            if transition or attrs is not None:
+                row.version += 1
+            if transition:
+                row.state = to_state
+            if attrs is not None:
+                row.attrs = dict(attrs)
+            return digest
         if scope is not None:
             result = conn.execute(
                 self._move_head[(transition, attrs is not None)].values(scope=";".join(scope)),
@@ -669,12 +793,19 @@ class EngineCore:
         results: list[Transition] = []
         with self._writing("(many)", "fire") as conn:
             who = self._actor(conn, actor)
+            rows = self._lock_many(conn, [r.ref for r in prepared])
+            bulk = _Bulk(self, conn, len(prepared))
             for request in prepared:
-                result, refusal = self._fire_in(conn, request, who, None)
+                row = rows.get(request.ref)
+                if row is None:
+                    raise UnknownReference(request.ref)
+                row.next_seq = bulk.take_seq()
+                result, refusal = self._fire_in(conn, request, who, None, row, bulk)
                 if refusal is not None:
                     raise refusal
                 assert result is not None
                 results.append(result)
+            bulk.flush()
         for result in results:
             if log.enabled():
                 self._log.info(
@@ -712,6 +843,7 @@ class EngineCore:
         who: _Actor,
         expected_version: int | None,
         row: _Locked | None = None,
+        bulk: _Bulk | None = None,
     ) -> tuple[Transition | None, PdcaError | None]:
         """One transition inside an open write transaction: the result, or the refusal
         (already audited when it is a permission or guard refusal)."""
@@ -739,6 +871,8 @@ class EngineCore:
             scope=row.scope,
         )
         if problem is not None:
+            if bulk is not None:
+                bulk.flush()
             self._audit_refusal(conn, row, who, trigger, problem, request.data_json, now)
             return None, PermissionDenied(
                 ref=ref,
@@ -764,13 +898,16 @@ class EngineCore:
             data=request.clean,
             at=now,
         )
-        reasons = workflow.fire(subject, trigger, _Context(conn, now, self._queries))
+        reasons = workflow.fire(subject, trigger, _Context(conn, now, self._queries, bulk))
         if reasons:
+            if bulk is not None:
+                bulk.flush()
             self._audit_refusal(conn, row, who, trigger, "; ".join(reasons),
                                 request.data_json, now)
             return None, GuardFailed(ref=ref, trigger=trigger, state=row.state, reasons=reasons)
         result = self._commit_transition(
-            conn, row, found, subject, who, now, request.note, request.clean, request.data_json
+            conn, row, found, subject, who, now, request.note, request.clean, request.data_json,
+            bulk,
         )
         return result, None
 
@@ -785,10 +922,12 @@ class EngineCore:
         note: str | None,
         clean: Mapping[str, Any],
         data_json: str,
+        bulk: _Bulk | None = None,
     ) -> Transition:
         attrs: dict[str, Any] | None = None
         if spec.effect is not None:
             attrs = {**row.attrs, **spec.effect(subject)}
+        seq, from_state = row.next_seq, row.state
         digest = self._append_to(
             conn,
             row,
@@ -800,13 +939,14 @@ class EngineCore:
             note=note,
             data=data_json,
             attrs=attrs,
+            bulk=bulk,
         )
         result = Transition(
-            seq=row.next_seq,
+            seq=seq,
             ref=row.ref,
             workflow=row.workflow.name,
             trigger=spec.trigger,
-            from_state=row.state,
+            from_state=from_state,
             to_state=subject.state,
             actor=who.id,
             role=who.role.value,
@@ -929,10 +1069,8 @@ class EngineCore:
         if existing and not skip_existing:
             raise DuplicateEntity(sorted(existing)[0])
         now = self._clock()
-        results = []
-        for item in prepared:
-            if item.ref in existing:
-                continue
+        todo = [item for item in prepared if item.ref not in existing]
+        for item in todo:
             problem = permission_problem(
                 item.roles, trigger="create", time_based=False, actor=who, scope=item.scope
             )
@@ -945,7 +1083,44 @@ class EngineCore:
                     role=who.role.value,
                     reason=problem,
                 )
-            results.append(self._insert_entity(conn, item, who, self._next_seq(conn), now))
+        if not todo:
+            return []
+        # Every entry first (hashes need nothing from the rows), then the rows with one
+        # executemany each: entries, entities (their new ids returned in order), scopes.
+        bulk = _Bulk(self, conn, len(todo))
+        results = []
+        rows = []
+        actor: _Actor | str = who.id if who.id == SYSTEM_ACTOR else who
+        for item in todo:
+            seq = bulk.take_seq()
+            digest = self._append(
+                conn, seq=seq, ref=item.ref, entity_seq=1, prev_hash=audit.GENESIS,
+                kind=audit.KIND_CREATE, at=now, actor=actor, trigger="create",
+                from_state=None, to_state=item.initial, note=item.note, data=item.data_json,
+                workflow_version=item.workflow.version, fiscal_year=item.fiscal_year,
+                bulk=bulk,
+            )
+            rows.append({
+                "ref": item.ref, "workflow": item.workflow.name, "state": item.initial,
+                "version": 1, "scope": ";".join(item.scope), "fiscal_year": item.fiscal_year,
+                "attrs": item.data_json, "overdue_since": None, "chain_len": 1,
+                "chain_head": digest, "created_at": now, "updated_at": now,
+            })
+            results.append(self._created(item, who, seq, now, digest))
+        bulk.flush()
+        if self._subscribers:
+            for result in results:
+                self._enqueue(conn, result, now)
+        ids = conn.execute(
+            _E.insert().returning(_E.c.id, sort_by_parameter_order=True), rows
+        ).scalars().all()
+        scopes = [
+            {"entity_id": entity_id, "municipality": m}
+            for entity_id, item in zip(ids, todo, strict=True)
+            for m in item.scope
+        ]
+        if scopes:
+            conn.execute(_S.insert(), scopes)
         return results
 
     def _existing_refs(self, conn: Connection, refs: Sequence[str]) -> set[str]:
@@ -1006,7 +1181,15 @@ class EngineCore:
             conn.execute(
                 _S.insert(), [{"entity_id": entity_id, "municipality": m} for m in item.scope]
             )
-        result = Transition(
+        result = self._created(item, who, seq, now, digest)
+        if self._subscribers:
+            self._enqueue(conn, result, now)
+        return result
+
+    @staticmethod
+    def _created(item: _Creation, who: _Actor, seq: int, now: datetime, digest: str
+                 ) -> Transition:
+        return Transition(
             seq=seq,
             ref=item.ref,
             workflow=item.workflow.name,
@@ -1020,9 +1203,6 @@ class EngineCore:
             data=item.clean,
             hash=digest,
         )
-        if self._subscribers:
-            self._enqueue(conn, result, now)
-        return result
 
     def _refuse_creation(
         self,
@@ -1128,6 +1308,67 @@ class EngineCore:
         if log.enabled():
             self._log.info("recorded", ref=ref, record=name, actor=actor, seq=result.seq)
         return result
+
+    def record_many(
+        self,
+        items: Sequence[tuple[str, Mapping[str, Any]]],
+        name: str,
+        *,
+        actor: str,
+        roles: frozenset[Role],
+        note: str | None = None,
+        check: Callable[[Any], None] | None = None,
+        write: Callable[[Connection, Sequence[tuple[int, Mapping[str, Any]]]], None]
+        | None = None,
+    ) -> list[Transition]:
+        """Record data about many entities in one transaction (all or none), as
+        :meth:`record` does for one: ``(ref, data)`` items, each audited on its entity.
+
+        ``check(row)`` may refuse an item (raise); ``write(conn, [(entity_id, data), ...])``
+        writes the domain rows. A refusal of any item writes nothing and is raised.
+        """
+        prepared = []
+        for ref, data in items:
+            parsed, _ = self._parse(ref)
+            prepared.append((str(parsed), dict(data), audit.canonical_json(dict(data))))
+        clean_note = _clean_note(note)
+        results: list[Transition] = []
+        with self._writing("(many)", name) as conn:
+            who = self._actor(conn, actor)
+            rows = self._lock_many(conn, [ref for ref, _, _ in prepared])
+            now = self._clock()
+            for ref, _, _ in prepared:
+                row = rows.get(ref)
+                if row is None:
+                    raise UnknownReference(ref)
+                if check is not None:
+                    check(row)
+                problem = permission_problem(
+                    roles, trigger=name, time_based=False, actor=who, scope=row.scope
+                )
+                if problem is not None:
+                    raise PermissionDenied(ref=ref, trigger=name, state=row.state, actor=who.id,
+                                           role=who.role.value, reason=problem)
+            bulk = _Bulk(self, conn, len(prepared))
+            written: list[tuple[int, Mapping[str, Any]]] = []
+            for ref, data, data_json in prepared:
+                row = rows[ref]
+                row.next_seq = seq = bulk.take_seq()
+                digest = self._append_to(conn, row, kind=audit.KIND_RECORD, at=now, actor=who,
+                                         trigger=name, to_state=row.state, note=clean_note,
+                                         data=data_json, bulk=bulk)
+                written.append((row.id, data))
+                results.append(Transition(
+                    seq=seq, ref=ref, workflow=row.workflow.name, trigger=name,
+                    from_state=row.state, to_state=row.state, actor=who.id,
+                    role=who.role.value, at=now, note=clean_note, data=data, hash=digest,
+                ))
+            bulk.flush()
+            if write is not None and written:
+                write(conn, written)
+        if log.enabled():
+            self._log.info("recorded", record=name, count=len(results), actor=actor)
+        return results
 
     # ------------------------------------------------------------------ people
 

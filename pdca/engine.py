@@ -510,6 +510,74 @@ class Engine(EngineCore):
         return self.record(measure, "evaluate", actor=actor, data=data, roles=STAFF,
                            write=write)
 
+    def evaluate_many(
+        self,
+        evaluations: Sequence[Mapping[str, Any]],
+        *,
+        fiscal_year: int,
+        actor: str,
+    ) -> list[Transition]:
+        """Record many measures' evaluations for ``fiscal_year`` in one transaction: all of
+        them or none (each as :meth:`evaluate` would, audited on its measure).
+
+        Each item is a mapping with ``measure`` and ``rating``, and optionally ``actual``
+        and ``comment``. Every item is checked before anything is written.
+        """
+        plan = self.plan
+        check_year(fiscal_year)
+        items: list[tuple[str, dict[str, Any]]] = []
+        seen: set[str] = set()
+        for n, item in enumerate(evaluations, start=1):
+            where = f"evaluation {n}"
+            measure = item.get("measure")
+            if not isinstance(measure, str):
+                raise InvalidData(f"{where}: measure must be a reference such as "
+                                  "measure:M-001", field="measure")
+            ref = str(self._parse(measure)[0])
+            if ref in seen:
+                raise InvalidData(f"{where}: {ref} appears twice", field="measure")
+            seen.add(ref)
+            rating, actual = item.get("rating"), item.get("actual")
+            comment = item.get("comment", "")
+            if rating not in plan.rating_ids:
+                raise InvalidData(f"{where}: rating must be one of "
+                                  f"{', '.join(plan.rating_ids)}, not {rating!r}",
+                                  field="rating")
+            if actual is not None and (isinstance(actual, bool)
+                                       or not isinstance(actual, (int, float))):
+                raise InvalidData(f"{where}: actual must be a number, not {actual!r}",
+                                  field="actual")
+            if not isinstance(comment, str):
+                raise InvalidData(f"{where}: comment must be text", field="comment")
+            items.append((ref, {"fiscal_year": fiscal_year, "rating": rating,
+                                "actual": actual, "comment": comment.strip()}))
+
+        def check(row: Any) -> None:
+            if row.workflow.name != "measure":
+                raise UnknownReference(row.ref, f"{row.ref} is not a measure")
+            ended = row.attrs.get("ended_fy")
+            if ended is not None and ended < fiscal_year:
+                raise InvalidInput(
+                    f"{row.ref} ended in FY{ended}; it has no evaluation for FY{fiscal_year}",
+                    field="fiscal_year",
+                )
+
+        def write(conn: Connection, rows: Sequence[tuple[int, Mapping[str, Any]]]) -> None:
+            ids = [entity_id for entity_id, _ in rows]
+            for start in range(0, len(ids), 500):
+                conn.execute(sa.delete(_V).where(_V.c.entity_id.in_(ids[start:start + 500]),
+                                                _V.c.fiscal_year == fiscal_year))
+            now = self._clock()
+            conn.execute(_V.insert(), [
+                {"entity_id": entity_id, "fiscal_year": fiscal_year, "rating": data["rating"],
+                 "actual": None if data["actual"] is None else float(data["actual"]),
+                 "comment": data["comment"], "recorded_by": actor, "recorded_at": now}
+                for entity_id, data in rows
+            ])
+
+        return self.record_many(items, "evaluate", actor=actor, roles=STAFF, check=check,
+                                write=write)
+
     def evaluations(
         self, *, fiscal_year: int, municipality: str | None = None
     ) -> list[EvaluationRecord]:
