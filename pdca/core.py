@@ -314,6 +314,7 @@ class EngineCore:
         self._queries: dict[str, Any] = dict(queries or {})
         self._subscribers: list[TransitionCallback] = []
         self._delivering = threading.local()
+        self._pinned = threading.local()
         self._pg = db.dialect.name == "postgresql"
         self._write_db = database.writer(db)
         self._log = log.get_logger()
@@ -406,6 +407,9 @@ class EngineCore:
         return self._clock()
 
     def _virtual_clock(self) -> datetime:
+        pinned: datetime | None = getattr(self._pinned, "now", None)
+        if pinned is not None:
+            return pinned  # read once by the write transaction under way
         # Read each time: another process (a daemon, `pdca simulate`) may have moved it.
         settings = database.read_settings(self._db, ("virtual_now",))
         if "virtual_now" in settings:
@@ -706,7 +710,22 @@ class EngineCore:
         """A write transaction whose lock conflicts become :class:`ConcurrentTransition`."""
         try:
             with database.write_transaction(self._write_db) as conn:
-                yield conn
+                if not self.simulation:
+                    yield conn
+                    return
+                # The virtual clock, read once on this transaction's own connection (and
+                # snapshot), instead of on a connection of its own at every entry.
+                value = conn.execute(
+                    sa.text("SELECT value FROM settings WHERE key = 'virtual_now'")
+                ).scalar_one_or_none()
+                outer = getattr(self._pinned, "now", None)
+                if value is not None:
+                    self._virtual_now = datetime.fromisoformat(value)
+                    self._pinned.now = self._virtual_now
+                try:
+                    yield conn
+                finally:
+                    self._pinned.now = outer
         except sa.exc.DBAPIError as exc:
             if database.is_unique_violation(exc) and "entities" in str(exc.orig) and (
                 "ref" in str(exc.orig)

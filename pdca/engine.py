@@ -19,13 +19,12 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from importlib import resources
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
 
-from . import audit, log, schedule
+from . import audit, log
 from .calendar import TOKYO
 from .core import Clock, EngineCore, permission_problem
 from .errors import (
@@ -36,16 +35,7 @@ from .errors import (
     PermissionDenied,
     UnknownReference,
 )
-from .ledger import EmissionValue, RegionYear, region_year
-from .notify import (
-    Notice,
-    NoticeKind,
-    NotificationFailed,
-    Notifier,
-    notifier_from_settings,
-)
 from .plans import Plan
-from .schedule import Due
 from .storage import database, queries
 from .storage.models import DueFiring, Entity, EntityScope, Evaluation, Member, Outbox, Setting
 from .types import EntityView, Role, Transition, validate_municipality_code
@@ -53,6 +43,12 @@ from .workflows import Registry
 from .workflows.cycles import FIRST_STEP
 from .workflows.emissions import STATUSES
 from .workflows.meeting import MEETING_KINDS
+
+if TYPE_CHECKING:
+    # Loaded where they are used: reading commands (`pdca status`) need none of them.
+    from .ledger import EmissionValue, RegionYear
+    from .notify import NoticeKind, Notifier
+    from .schedule import Due
 
 _E = cast(sa.Table, Entity.__table__)
 _S = cast(sa.Table, EntityScope.__table__)
@@ -71,6 +67,21 @@ MEASURE_COLUMNS = (
 )
 EMISSION_COLUMNS = ("municipality", "year", "sector", "value_t_co2", "status")
 STAFF = frozenset({Role.STAFF})
+#: How many due firings one transaction of a tick carries out: the 1 April rollover of a
+#: national plan makes thousands due at once, and a commit per firing would dominate; a
+#: killed scheduler loses at most one batch of work (redone at its restart).
+DUE_BATCH = 50
+#: The settings key of the moment up to which the schedule's firings are stored as rows.
+DUES_STORED_UNTIL = "dues_stored_until"
+
+
+def _due_of(row: Any) -> Due:
+    """A stored due firing as the schedule made it."""
+    from .schedule import Due
+
+    return Due(key=row.key, at=row.due_at, order=row.order_no, action=row.action,
+               fiscal_year=row.fiscal_year, step=row.step, ref=row.ref, trigger=row.trigger,
+               states=tuple(s for s in row.states.split(";") if s))
 SECRETARIAT = frozenset({Role.SECRETARIAT})
 _CODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 
@@ -230,6 +241,11 @@ class Engine(EngineCore):
     # ------------------------------------------------------------------ the plan
 
     def _plan_on(self, conn: Connection) -> Plan:
+        digest_now = conn.execute(
+            sa.select(_SET.c.value).where(_SET.c.key == "plan_digest")
+        ).scalar_one_or_none()
+        if self._plan_cache is not None and digest_now == self._plan_cache[0]:
+            return self._plan_cache[1]  # the plan text (large for a national plan) unread
         rows = dict(
             conn.execute(
                 sa.select(_SET.c.key, _SET.c.value).where(
@@ -287,6 +303,9 @@ class Engine(EngineCore):
                                ("plan_toml", text), ("plan_source", label)):
                 conn.execute(_SET.delete().where(_SET.c.key == key))
                 conn.execute(_SET.insert(), {"key": key, "value": value})
+            # Another plan may make other firings due in the past: the next tick computes
+            # the whole schedule again.
+            conn.execute(_SET.delete().where(_SET.c.key == DUES_STORED_UNTIL))
             conn.execute(_M.delete())
             conn.execute(
                 _M.insert(),
@@ -863,6 +882,8 @@ class Engine(EngineCore):
 
     def emission_values(self, *, years: Iterable[int] | None = None) -> list[EmissionValue]:
         """Every emission value (of the given inventory years)."""
+        from .ledger import EmissionValue
+
         stmt = sa.select(_E.c.ref, _E.c.state, _E.c.attrs).where(_E.c.workflow == "emissions")
         if years is not None:
             stmt = stmt.where(_E.c.fiscal_year.in_(list(years)))
@@ -881,6 +902,8 @@ class Engine(EngineCore):
     def region_emissions(self, year: int) -> RegionYear:
         """The region's emissions in inventory ``year``, over that year's members, with the
         like-for-like reduction from the base year and the target path."""
+        from .ledger import region_year
+
         plan = self.plan
         values = {(v.municipality, v.year, v.sector): v
                   for v in self.emission_values(years=(year, plan.base_year))}
@@ -941,11 +964,13 @@ class Engine(EngineCore):
 
         with self._writing("settings", "tick") as conn:
             first = fiscal_year_of(at)
-            insert = (
-                pg_insert(_SET).on_conflict_do_nothing(index_elements=["key"])
-                if self._pg
-                else _SET.insert().prefix_with("OR IGNORE")
-            )
+            insert: sa.Insert
+            if self._pg:
+                from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+                insert = pg_insert(_SET).on_conflict_do_nothing(index_elements=["key"])
+            else:
+                insert = _SET.insert().prefix_with("OR IGNORE")
             conn.execute(insert, {"key": "schedule_from", "value": str(first)})
             return int(conn.execute(
                 sa.select(_SET.c.value).where(_SET.c.key == "schedule_from")
@@ -969,6 +994,8 @@ class Engine(EngineCore):
 
     def due(self, until: datetime) -> list[Due]:
         """What the schedule makes due up to ``until`` (pure; for `pdca schedule show`)."""
+        from . import schedule
+
         return schedule.due_until(self.plan, self.plan.first_fiscal_year, until)
 
     def tick(
@@ -985,35 +1012,33 @@ class Engine(EngineCore):
         On a normal database ``at`` may not be later than now; on a simulation database it
         moves the virtual clock forward (never back).
         """
+        from . import schedule
+
         at = self._tick_time(at)
         plan = self.plan
         first = self._schedule_start(at)
-        dues = schedule.due_until(plan, first, at)
-        self._store_due(dues)
-        order = {d.key: schedule.sort_key(d) for d in dues}
+        # Only what became due since the last tick stored its firings is computed and
+        # stored (the rows are the memory of the rest); the pending rows are then done.
+        since = self._dues_stored_until()
+        if since is None or since < at:
+            self._store_due(schedule.due_between(plan, first, since, at), at)
         with database.storage_errors("reading due firings"), database.read_transaction(
             self._db
         ) as conn:
-            pending = [
-                r.key
-                for r in conn.execute(
-                    sa.select(_DUE.c.key).where(_DUE.c.status == "pending",
-                                                _DUE.c.due_at <= at)
-                )
-            ]
-        pending.sort(key=lambda k: order.get(k, (at, 9, 0, k)))
-        by_key = {d.key: d for d in dues}
+            todo = sorted(
+                (_due_of(r) for r in conn.execute(
+                    sa.select(_DUE).where(_DUE.c.status == "pending", _DUE.c.due_at <= at))),
+                key=schedule.sort_key,
+            )
         firings: list[Firing] = []
         self._tick_people = None
         try:
-            for n, key in enumerate(pending):
-                due = by_key.get(key)
-                if due is not None:
-                    firing = self._run_due(plan, due)
-                    if firing is not None:
-                        firings.append(firing)
-                if progress is not None:
-                    progress(n + 1, len(pending))
+            for start in range(0, len(todo), DUE_BATCH):
+                batch = todo[start:start + DUE_BATCH]
+                firings.extend(self._run_due_batch(plan, batch))
+                if progress is not None:  # once per firing, after its batch committed
+                    for n in range(start, start + len(batch)):
+                        progress(n + 1, len(todo))
         finally:
             self._tick_people = None
         sent, queued = self.deliver_notifications(notifier)
@@ -1034,6 +1059,8 @@ class Engine(EngineCore):
 
         Only on a simulation database (see :meth:`create_simulation`).
         """
+        from . import schedule
+
         if not self.simulation:
             raise InvalidInput("simulate runs only on a simulation database "
                                "(pdca init --simulation, or pdca demo)")
@@ -1052,10 +1079,28 @@ class Engine(EngineCore):
             reports.append(self.tick(until, notifier=notifier))
         return reports
 
-    def _store_due(self, dues: Sequence[Due]) -> None:
-        if not dues:
-            return
+    def _dues_stored_until(self) -> datetime | None:
+        with database.storage_errors("reading settings"), database.read_transaction(
+            self._db
+        ) as conn:
+            value = conn.execute(
+                sa.select(_SET.c.value).where(_SET.c.key == DUES_STORED_UNTIL)
+            ).scalar_one_or_none()
+        return None if value is None else datetime.fromisoformat(value)
+
+    def _store_due(self, dues: Sequence[Due], until: datetime) -> None:
         with self._writing("due_firings", "tick") as conn:
+            stored = conn.execute(
+                sa.select(_SET.c.value).where(_SET.c.key == DUES_STORED_UNTIL)
+            ).scalar_one_or_none()
+            if stored is None:
+                conn.execute(_SET.insert(), {"key": DUES_STORED_UNTIL,
+                                             "value": until.astimezone(UTC).isoformat()})
+            elif datetime.fromisoformat(stored) < until:
+                conn.execute(_SET.update().where(_SET.c.key == DUES_STORED_UNTIL).values(
+                    value=until.astimezone(UTC).isoformat()))
+            if not dues:
+                return
             existing: set[str] = set()
             keys = [d.key for d in dues]
             for start in range(0, len(keys), 500):
@@ -1072,44 +1117,65 @@ class Engine(EngineCore):
             ]
             if not rows:
                 return
-            insert = (
-                pg_insert(_DUE).on_conflict_do_nothing(index_elements=["key"])
-                if self._pg
-                else _DUE.insert().prefix_with("OR IGNORE")
-            )
+            insert: sa.Insert
+            if self._pg:
+                from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+                insert = pg_insert(_DUE).on_conflict_do_nothing(index_elements=["key"])
+            else:
+                insert = _DUE.insert().prefix_with("OR IGNORE")
             conn.execute(insert, rows)
 
-    def _run_due(self, plan: Plan, due: Due) -> Firing | None:
-        """One due firing, claimed and carried out in one transaction (exactly once)."""
-        committed: Transition | None = None
-        with self._writing(due.ref or due.key, due.action) as conn:
-            # Wait for another process working on the same firing (do not skip ahead:
-            # later firings may depend on it, as a year's starts on its opening), then see
-            # that it is done.
-            claim = sa.select(_DUE.c.status).where(_DUE.c.key == due.key)
-            if self._pg:
-                claim = claim.with_for_update()
-            status = conn.execute(claim).scalar_one_or_none()
-            if status != "pending":
-                return None  # done by another process, or being done right now
+    def _run_due_batch(self, plan: Plan, dues: Sequence[Due]) -> list[Firing]:
+        """Due firings, in schedule order, each claimed and carried out exactly once; a
+        batch of them in one transaction (all of the batch or none of it is done)."""
+        committed: list[Transition] = []
+        firings: list[Firing] = []
+        label = dues[0].ref or dues[0].key if len(dues) == 1 else f"{len(dues)} due firings"
+        claim = sa.select(_DUE.c.status).where(_DUE.c.key == sa.bindparam("due_key"))
+        if self._pg:
+            claim = claim.with_for_update()
+        with self._writing(label, dues[0].action) as conn:
             now = self._clock()
             who = self._actor(conn, "scheduler")
-            outcome_status, outcome, committed = self._perform(conn, plan, due, who, now)
-            conn.execute(
-                _DUE.update().where(_DUE.c.key == due.key).values(
-                    status=outcome_status, done_at=now, outcome=outcome)
-            )
-        if committed is not None:
-            self._after_commit(committed)
+            settled = []
+            for due in dues:
+                # Wait for another process working on the same firing (do not skip ahead:
+                # later firings may depend on it, as a year's starts on its opening), then
+                # see that it is done. Claims are taken in schedule order by every process,
+                # so two schedulers never wait on each other in a cycle.
+                status = conn.execute(claim, {"due_key": due.key}).scalar_one_or_none()
+                if status != "pending":
+                    continue  # done by another process, or being done right now
+                outcome_status, outcome, result = self._perform(conn, plan, due, who, now)
+                if result is not None:
+                    committed.append(result)
+                settled.append({"due_key": due.key, "status": outcome_status,
+                                "done_at": now, "outcome": outcome})
+                firings.append(Firing(key=due.key, action=due.action, due_at=due.at,
+                                      ref=due.ref, trigger=due.trigger, status=outcome_status,
+                                      outcome=outcome))
+            if settled:
+                conn.execute(
+                    _DUE.update().where(_DUE.c.key == sa.bindparam("due_key")).values(
+                        status=sa.bindparam("status"), done_at=sa.bindparam("done_at"),
+                        outcome=sa.bindparam("outcome")),
+                    settled,
+                )
+        for result in committed:
+            self._after_commit(result)
         if log.enabled():
-            self._log.info("firing", key=due.key, action=due.action, ref=due.ref,
-                           trigger=due.trigger, status=outcome_status, outcome=outcome)
-        return Firing(key=due.key, action=due.action, due_at=due.at, ref=due.ref,
-                      trigger=due.trigger, status=outcome_status, outcome=outcome)
+            for firing in firings:
+                self._log.info("firing", key=firing.key, action=firing.action, ref=firing.ref,
+                               trigger=firing.trigger, status=firing.status,
+                               outcome=firing.outcome)
+        return firings
 
     def _perform(
         self, conn: Connection, plan: Plan, due: Due, who: Any, now: datetime
     ) -> tuple[str, str, Transition | None]:
+        from . import schedule
+
         if due.action == schedule.OPEN_YEAR:
             items = [
                 self._prepare_creation(f"cycle:{m.code}:{due.fiscal_year}",
@@ -1171,6 +1237,8 @@ class Engine(EngineCore):
         scope: tuple[str, ...],
         now: datetime,
     ) -> None:
+        from .notify import Notice
+
         step = plan.step(step_id)
         _, day = plan.step_window(step_id, due.fiscal_year)
         if self._tick_people is None:  # read once per tick, not once per notice
@@ -1201,6 +1269,8 @@ class Engine(EngineCore):
     def deliver_notifications(self, notifier: Notifier | None = None) -> tuple[int, int]:
         """Send the queued notices; return (sent, still queued). A notice that cannot be
         sent stays queued and is retried later, with a growing delay."""
+        from .notify import Notice, NotificationFailed, notifier_from_settings
+
         notifier = notifier or notifier_from_settings()
         sent = 0
         while True:
@@ -1260,9 +1330,6 @@ class Engine(EngineCore):
                 "state_label": wf.state_label(view.state) if view else None,
                 "overdue": bool(view and view.overdue),
             })
-        counts: dict[str, int] = {}
-        for view in self.entities(workflow="measure", municipality=municipality):
-            counts[view.state] = counts.get(view.state, 0) + 1
         return {
             "fiscal_year": fiscal_year,
             "simulation": self.simulation,
@@ -1272,8 +1339,22 @@ class Engine(EngineCore):
                            region.state) if region else None,
                        "overdue": bool(region and region.overdue)},
             "municipalities": members,
-            "measures": counts,
+            "measures": self.measure_counts(municipality=municipality),
         }
+
+    def measure_counts(self, *, municipality: str | None = None) -> dict[str, int]:
+        """How many measures are in each state (of one municipality, if given), counted
+        by the database."""
+        stmt = (sa.select(_E.c.state, sa.func.count()).where(_E.c.workflow == "measure")
+                .group_by(_E.c.state).order_by(_E.c.state))
+        if municipality is not None:
+            stmt = stmt.where(
+                _E.c.id.in_(sa.select(_S.c.entity_id).where(_S.c.municipality == municipality))
+            )
+        with database.storage_errors("counting measures"), database.read_transaction(
+            self._db
+        ) as conn:
+            return {str(state): int(n) for state, n in conn.execute(stmt)}
 
     def schedule_of(self, fiscal_year: int) -> list[dict[str, Any]]:
         """The yearly schedule with its real dates for the check of ``fiscal_year`` (which

@@ -57,6 +57,13 @@ def _key(plan: Plan, fy: int, action: str, step: str, entity: str) -> str:
 
 def due_for_year(plan: Plan, fy: int) -> list[Due]:
     """Every firing implied by the schedule for the cycles of fiscal year ``fy``."""
+    key = ("due_for_year", fy)
+    if key not in plan._memo:  # a plan never changes; a national one has 50,000 a year
+        plan._memo[key] = tuple(_due_for_year(plan, fy))
+    return list(plan._memo[key])
+
+
+def _due_for_year(plan: Plan, fy: int) -> list[Due]:
     members = [m.code for m in plan.members_of(fy)]
     out: list[Due] = []
     year_start = start_of_day(date(fy, 4, 1))
@@ -121,12 +128,37 @@ def due_until(plan: Plan, first_fy: int, until: datetime) -> list[Due]:
     return sorted(out, key=sort_key)
 
 
+def _years_after(plan: Plan, first_fy: int, after: datetime | None) -> int:
+    """The first fiscal year that may have firings due after ``after``: the firings of FY
+    N end with the deadlines of its check, in FY N+1, at the latest on 1 April N+2."""
+    if after is None:
+        return first_fy
+    return max(first_fy, fiscal_year_of(after) - YEARS_OF_FIRINGS + 1)
+
+
+#: How many fiscal years the firings of one fiscal year span (N, its check in N+1, and
+#: the last deadlines on the first day of N+2).
+YEARS_OF_FIRINGS = 3
+
+
+def due_between(plan: Plan, first_fy: int, after: datetime | None, until: datetime
+                ) -> list[Due]:
+    """Everything due after ``after`` (None: since the beginning) and at or before
+    ``until``, for the fiscal years from ``first_fy`` on."""
+    last_fy = min(plan.last_fiscal_year, fiscal_year_of(until))
+    out: list[Due] = []
+    for fy in range(_years_after(plan, first_fy, after), last_fy + 1):
+        out.extend(d for d in due_for_year(plan, fy)
+                   if d.at <= until and (after is None or d.at > after))
+    return sorted(out, key=sort_key)
+
+
 def next_due_after(plan: Plan, first_fy: int, after: datetime) -> datetime | None:
     """The first moment after ``after`` at which something becomes due (for simulations)."""
     last_fy = min(plan.last_fiscal_year, fiscal_year_of(after) + 1)
     times = [
         d.at
-        for fy in range(first_fy, last_fy + 1)
+        for fy in range(_years_after(plan, first_fy, after), last_fy + 1)
         for d in due_for_year(plan, fy)
         if d.at > after
     ]

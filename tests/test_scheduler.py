@@ -473,7 +473,7 @@ def test_a_daemon_finding_the_years_opening_in_progress_does_not_lose_the_starts
     twice; the starts are not skipped for lack of cycles."""
     engine, url = pg_sim
     at = tokyo(2025, 4, 1)
-    engine._store_due(schedule.due_until(engine.plan, FY, at))  # as a daemon's tick does
+    engine._store_due(schedule.due_until(engine.plan, FY, at), at)  # as a daemon's tick does
     other = sa.create_engine(normalise_url(url))
     outcome: list[BaseException | TickReport] = []
 

@@ -413,6 +413,10 @@ class Plan:
     staff_meetings: tuple[StaffMeeting, ...] = ()
     #: Where the plan was read from (not part of its content, equality or digest).
     source: str = field(default="<plan>", compare=False)
+    #: Answers already computed (a plan never changes): schedule dates need the holiday
+    #: calendar, and a national plan has 1,741 members to filter.
+    _memo: dict[Any, Any] = field(default_factory=dict, init=False, compare=False, repr=False,
+                                  hash=False)
 
     def __post_init__(self) -> None:
         for name in ("rating_scale", "members", "sectors", "schedule", "targets",
@@ -553,13 +557,18 @@ class Plan:
 
     def members_of(self, fy: int) -> list[Member]:
         """The members during fiscal year ``fy``, in file order."""
-        return [m for m in self.members if m.is_member_in(fy)]
+        key = ("members_of", fy)
+        if key not in self._memo:
+            self._memo[key] = tuple(m for m in self.members if m.is_member_in(fy))
+        return list(self._memo[key])
 
     def member(self, code: str) -> Member:
         """The member with this municipality code; InvalidInput if there is none."""
-        for m in self.members:
-            if m.code == code:
-                return m
+        by_code = self._memo.get("by_code")
+        if by_code is None:
+            by_code = self._memo["by_code"] = {m.code: m for m in self.members}
+        if code in by_code:
+            return by_code[code]  # type: ignore[no-any-return]
         raise InvalidInput(f"municipality {code!r} is not a member of plan {self.id!r}")
 
     def step(self, step_id: str) -> Step:
@@ -597,11 +606,14 @@ class Plan:
 
     def step_window(self, step_id: str, fy_under_review: int) -> tuple[date, date]:
         """``(opens, due)`` of a step in the check of FY ``fy_under_review``."""
-        s = self.step(step_id)
-        return (
-            self.schedule_date(s.opens, fy_under_review),
-            self.schedule_date(s.due, fy_under_review),
-        )
+        key = ("step_window", step_id, fy_under_review)
+        if key not in self._memo:
+            s = self.step(step_id)
+            self._memo[key] = (
+                self.schedule_date(s.opens, fy_under_review),
+                self.schedule_date(s.due, fy_under_review),
+            )
+        return self._memo[key]  # type: ignore[no-any-return]
 
     def staff_meeting_dates(self, fy: int) -> list[date]:
         """The planned staff meetings of fiscal year ``fy`` itself, in date order."""
