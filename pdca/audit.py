@@ -116,27 +116,29 @@ def entry_hash(
     prev_hash: str,
 ) -> str:
     """The SHA-256 (hex) of one entry's fields and the hash of its predecessor."""
-    text = "".join(
-        (
-            "pdca-audit-v1|",
-            _field(seq),
-            _field(ref),
-            _field(entity_seq),
-            _field(kind),
-            _field(format_time(at)),
-            _field(format_time(virtual_at)),
-            _field(actor),
-            _field(role),
-            _field(fiscal_year),
-            _field(trigger),
-            _field(from_state),
-            _field(to_state),
-            _field(note),
-            _field(data),
-            _field(workflow_version),
-            _field(prev_hash),
-        )
+    return _hash_fields(
+        seq,
+        ref,
+        entity_seq,
+        kind,
+        format_time(at),
+        format_time(virtual_at),
+        actor,
+        role,
+        fiscal_year,
+        trigger,
+        from_state,
+        to_state,
+        note,
+        data,
+        workflow_version,
+        prev_hash,
     )
+
+
+def _hash_fields(*fields: str | int | None) -> str:
+    """SHA-256 (hex) of the fields of an entry, times already in :func:`format_time`'s form."""
+    text = "pdca-audit-v1|" + "".join(_field(value) for value in fields)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 

@@ -24,8 +24,6 @@ import re
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-import jpholiday
-
 from .errors import InvalidInput
 
 #: The time zone of every municipality of the plan.
@@ -183,6 +181,8 @@ def is_business_day(d: date) -> bool:
         return False
     if (d.month, d.day) in _YEAR_END_CLOSING:
         return False
+    import jpholiday  # here, not at the top: a command that needs no business day skips it
+
     return not jpholiday.is_holiday(d)
 
 

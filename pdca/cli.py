@@ -9,6 +9,7 @@ or 2 (bad input or usage). Heavy modules are imported inside the commands so tha
 
 from __future__ import annotations
 
+import gc
 import json
 import locale
 import logging
@@ -61,9 +62,7 @@ class State:
 
     def engine(self, *, migrate: bool = False) -> Engine:
         if self._engine is None:
-            from .engine import Engine
-
-            self._engine = Engine.open(self.db, migrate=migrate)
+            self._engine = _engine_class().open(self.db, migrate=migrate)
         return self._engine
 
     def need_actor(self) -> str:
@@ -75,12 +74,39 @@ class State:
         raise CliError(message, code=code, exit_code=exit_code, as_json=self.as_json)
 
     def close(self) -> None:
+        from . import log
+
         if self._engine is not None:
             self._engine.close()
             self._engine = None
+        # A configuration that no event needed goes with the command: it must not apply
+        # later in a process that runs commands in-process (tests).
+        log.configure_on_first_use(None)
 
     def t(self, ja: str, en: str) -> str:
         return ja if self.lang == "ja" else en
+
+
+def _engine_class() -> type[Engine]:
+    """:class:`pdca.Engine`, imported the first time without the cyclic garbage collector.
+
+    The import (SQLAlchemy above all) makes some hundred thousand objects that live as long
+    as the process, and no garbage: the collector would walk them again and again while
+    they are made, and once more at exit, for about a fifth of `pdca status`. So it waits
+    until the import is done, and then leaves what the import made out of its collections
+    (``gc.freeze``); everything made afterwards is collected as usual.
+    """
+    if f"{__package__}.engine" in sys.modules or not gc.isenabled():
+        from .engine import Engine
+
+        return Engine
+    gc.disable()
+    try:
+        from .engine import Engine
+    finally:
+        gc.freeze()
+        gc.enable()
+    return Engine
 
 
 def _default_lang() -> str:
@@ -157,7 +183,7 @@ def emit_json(value: Any) -> None:
 
 
 def _configure_logging(verbose: bool, quiet: bool) -> None:
-    import structlog
+    from . import log
 
     # Commands print their own results; their log events (every transition, with its
     # reference and actor) show with --verbose, so that stderr stays one line per error.
@@ -168,18 +194,24 @@ def _configure_logging(verbose: bool, quiet: bool) -> None:
     logger.handlers[:] = [handler]
     logger.setLevel(level)
     logger.propagate = False
-    renderer: Any = (
-        structlog.dev.ConsoleRenderer(colors=False)
-        if sys.stderr.isatty()
-        else structlog.processors.JSONRenderer(ensure_ascii=False)
-    )
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            renderer,
-        ],
-    )
+    console = sys.stderr.isatty()
+
+    def setup(structlog: Any) -> None:
+        renderer: Any = (
+            structlog.dev.ConsoleRenderer(colors=False)
+            if console
+            else structlog.processors.JSONRenderer(ensure_ascii=False)
+        )
+        structlog.configure(
+            processors=[
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                renderer,
+            ],
+        )
+
+    # structlog is imported (and configured) by the first event logged, if any.
+    log.configure_on_first_use(setup)
 
 
 # ----------------------------------------------------------------------------- the group

@@ -9,6 +9,7 @@ called after the commit, from the outbox. Refusals for permission or guards are 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -110,6 +111,13 @@ def _actor_of(actor: str, state: str | None, attrs: str | None) -> _Actor:
         raise UnknownActor(actor)
     if state != "active":
         raise UnknownActor(actor, f"{actor} has been deactivated and may not act")
+    return _active_actor(actor, attrs)
+
+
+@functools.lru_cache(maxsize=1024)
+def _active_actor(actor: str, attrs: str) -> _Actor:
+    """An active person from their attributes: parsed once per version of them (every
+    fire reads the actor's row; the row changes rarely)."""
     parsed = json.loads(attrs)
     return _Actor(actor, Role(parsed["role"]), parsed.get("municipality"))
 
@@ -206,6 +214,14 @@ class _Bulk:
         value = self._next
         self._next += 1
         return value
+
+    def recount(self) -> None:
+        """Numbers were taken outside this collector: count on from the largest (SQLite),
+        take new ones (PostgreSQL: those held are lower than the ones just taken, and a
+        chain's entries must be numbered in the order they are written)."""
+        self.flush()
+        self._next = None
+        self._pool = []
 
     def flush(self) -> None:
         if self.audit:
@@ -346,6 +362,15 @@ class EngineCore:
                            _E.c.chain_len == sa.bindparam("old_len"))
                     .values(**values)
                 )
+        # A single fire runs these three on the driver's cursor (see DriverStatement): per
+        # statement SQLAlchemy's execution path costs more than SQLite takes to run it.
+        # Bulk writes keep ``executemany`` through SQLAlchemy.
+        self._lock_driver = database.DriverStatement(self._lock_stmt, db)
+        self._insert_audit_driver = database.DriverStatement(self._insert_audit, db)
+        self._move_head_driver = {
+            key: database.DriverStatement(stmt, db)
+            for key, stmt in self._move_head.items()
+        }
 
     # ------------------------------------------------------------------ opening
 
@@ -467,25 +492,28 @@ class EngineCore:
         return stmt
 
     def _lock(self, conn: Connection, ref: str, actor: str | None = None) -> _Locked | None:
-        row = conn.execute(
-            self._lock_stmt, {"ref": ref, "actor_ref": f"person:{actor}" if actor else ""}
-        ).one_or_none()
+        row = self._lock_driver.one_or_none(
+            conn, {"ref": ref, "actor_ref": f"person:{actor}" if actor else ""}
+        )
         if row is None:
             return None
+        # The columns of _build_lock_statement, in order.
+        (entity_id, workflow, state, version, scope, fiscal_year, attrs, chain_len, chain_head,
+         actor_state, actor_attrs, next_seq) = row
         return _Locked(
-            id=row.id,
+            id=entity_id,
             ref=ref,
-            workflow=self._registry.get(row.workflow),
-            state=row.state,
-            version=row.version,
-            scope=_split_scope(row.scope),
-            fiscal_year=row.fiscal_year,
-            attrs=json.loads(row.attrs),
-            chain_len=row.chain_len,
-            chain_head=row.chain_head,
-            next_seq=int(row.next_seq),
-            actor_state=row.actor_state,
-            actor_attrs=row.actor_attrs,
+            workflow=self._registry.get(workflow),
+            state=state,
+            version=version,
+            scope=_split_scope(scope),
+            fiscal_year=fiscal_year,
+            attrs=json.loads(attrs),
+            chain_len=chain_len,
+            chain_head=chain_head,
+            next_seq=int(next_seq),
+            actor_state=actor_state,
+            actor_attrs=actor_attrs,
         )
 
     def _lock_many(self, conn: Connection, refs: Sequence[str]) -> dict[str, _Locked]:
@@ -563,25 +591,7 @@ class EngineCore:
             # Never backdated, never ahead: the entry's time is the real time; the
             # business time of a simulation is kept beside it.
             at, virtual_at = _utcnow(), at
-        digest = audit.entry_hash(
-            seq=seq,
-            ref=ref,
-            entity_seq=entity_seq,
-            kind=kind,
-            at=at,
-            virtual_at=virtual_at,
-            actor=actor_id,
-            role=role,
-            fiscal_year=fiscal_year,
-            trigger=trigger,
-            from_state=from_state,
-            to_state=to_state,
-            note=note,
-            data=data,
-            workflow_version=workflow_version,
-            prev_hash=prev_hash,
-        )
-        entry = {
+        entry: dict[str, Any] = {
             "seq": seq,
             "ref": ref,
             "entity_seq": entity_seq,
@@ -598,12 +608,12 @@ class EngineCore:
             "data": data,
             "workflow_version": workflow_version,
             "prev_hash": prev_hash,
-            "hash": digest,
         }
+        entry["hash"] = digest = audit.entry_hash(**entry)
         if bulk is not None:
             bulk.audit.append(entry)
         else:
-            conn.execute(self._insert_audit, entry)
+            self._insert_audit_driver.rowcount(conn, entry)
         return digest
 
     def _append_to(
@@ -670,13 +680,13 @@ class EngineCore:
                 row.attrs = dict(attrs)
             return digest
         if scope is not None:
-            result = conn.execute(
+            moved = conn.execute(
                 self._move_head[(transition, attrs is not None)].values(scope=";".join(scope)),
                 params,
-            )
+            ).rowcount
         else:
-            result = conn.execute(self._move_head[(transition, attrs is not None)], params)
-        if result.rowcount != 1:  # pragma: no cover - the row lock makes this impossible
+            moved = self._move_head_driver[(transition, attrs is not None)].rowcount(conn, params)
+        if moved != 1:  # pragma: no cover - the row lock makes this impossible
             raise ConcurrentTransition(
                 ref=row.ref, trigger=trigger, state=row.state, detail="its row changed under us"
             )
@@ -852,7 +862,8 @@ class EngineCore:
             specs=tuple(specs),
             note=_clean_note(note),
             clean=clean,
-            data_json=audit.canonical_json(clean),
+            # No data is the common case: its one text form, without a JSON encoder run.
+            data_json=audit.canonical_json(clean) if clean else "{}",
         )
 
     def _fire_in(

@@ -1090,13 +1090,22 @@ class Engine(EngineCore):
 
     def _store_due(self, dues: Sequence[Due], until: datetime) -> None:
         with self._writing("due_firings", "tick") as conn:
-            stored = conn.execute(
-                sa.select(_SET.c.value).where(_SET.c.key == DUES_STORED_UNTIL)
-            ).scalar_one_or_none()
-            if stored is None:
-                conn.execute(_SET.insert(), {"key": DUES_STORED_UNTIL,
-                                             "value": until.astimezone(UTC).isoformat()})
-            elif datetime.fromisoformat(stored) < until:
+            # Two schedulers may store at once: the setting is created if missing, then
+            # read under lock and only ever moved forward.
+            insert: sa.Insert
+            if self._pg:
+                from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+                insert = pg_insert(_SET).on_conflict_do_nothing(index_elements=["key"])
+            else:
+                insert = _SET.insert().prefix_with("OR IGNORE")
+            conn.execute(insert, {"key": DUES_STORED_UNTIL,
+                                  "value": until.astimezone(UTC).isoformat()})
+            read = sa.select(_SET.c.value).where(_SET.c.key == DUES_STORED_UNTIL)
+            if self._pg:
+                read = read.with_for_update()
+            stored = conn.execute(read).scalar_one()
+            if datetime.fromisoformat(stored) < until:
                 conn.execute(_SET.update().where(_SET.c.key == DUES_STORED_UNTIL).values(
                     value=until.astimezone(UTC).isoformat()))
             if not dues:
@@ -1128,26 +1137,38 @@ class Engine(EngineCore):
 
     def _run_due_batch(self, plan: Plan, dues: Sequence[Due]) -> list[Firing]:
         """Due firings, in schedule order, each claimed and carried out exactly once; a
-        batch of them in one transaction (all of the batch or none of it is done)."""
+        batch of them in one transaction (all of the batch or none of it is done), their
+        entries and row moves written with executemany."""
+        from .core import _Bulk
+
         committed: list[Transition] = []
         firings: list[Firing] = []
         label = dues[0].ref or dues[0].key if len(dues) == 1 else f"{len(dues)} due firings"
-        claim = sa.select(_DUE.c.status).where(_DUE.c.key == sa.bindparam("due_key"))
+        claim = (sa.select(_DUE.c.key, _DUE.c.status)
+                 .where(_DUE.c.key.in_(sa.bindparam("keys", expanding=True)))
+                 .order_by(_DUE.c.key))
         if self._pg:
             claim = claim.with_for_update()
         with self._writing(label, dues[0].action) as conn:
             now = self._clock()
             who = self._actor(conn, "scheduler")
+            # Wait for another process working on any of these firings, then see which
+            # are done (do not skip ahead: later firings may depend on earlier ones, as a
+            # year's starts on its opening). Every process claims in key order, so two
+            # schedulers never wait on each other in a cycle.
+            status = dict(conn.execute(claim, {"keys": [d.key for d in dues]}).all())
+            todo = [d for d in dues if status.get(d.key) == "pending"]
+            bulk = _Bulk(self, conn, len(todo))
+            rows = self._lock_many(conn, [d.ref for d in todo if d.ref is not None])
             settled = []
-            for due in dues:
-                # Wait for another process working on the same firing (do not skip ahead:
-                # later firings may depend on it, as a year's starts on its opening), then
-                # see that it is done. Claims are taken in schedule order by every process,
-                # so two schedulers never wait on each other in a cycle.
-                status = conn.execute(claim, {"due_key": due.key}).scalar_one_or_none()
-                if status != "pending":
-                    continue  # done by another process, or being done right now
-                outcome_status, outcome, result = self._perform(conn, plan, due, who, now)
+            for n, due in enumerate(todo):
+                if due.ref is not None and due.ref not in rows:
+                    # Created earlier in this batch (a year's cycles, then their starts).
+                    bulk.flush()
+                    rows.update(self._lock_many(
+                        conn, [d.ref for d in todo[n:] if d.ref is not None]))
+                outcome_status, outcome, result = self._perform(
+                    conn, plan, due, who, now, rows.get(due.ref or ""), bulk)
                 if result is not None:
                     committed.append(result)
                 settled.append({"due_key": due.key, "status": outcome_status,
@@ -1155,6 +1176,7 @@ class Engine(EngineCore):
                 firings.append(Firing(key=due.key, action=due.action, due_at=due.at,
                                       ref=due.ref, trigger=due.trigger, status=outcome_status,
                                       outcome=outcome))
+            bulk.flush()
             if settled:
                 conn.execute(
                     _DUE.update().where(_DUE.c.key == sa.bindparam("due_key")).values(
@@ -1172,8 +1194,11 @@ class Engine(EngineCore):
         return firings
 
     def _perform(
-        self, conn: Connection, plan: Plan, due: Due, who: Any, now: datetime
+        self, conn: Connection, plan: Plan, due: Due, who: Any, now: datetime,
+        row: Any, bulk: Any,
     ) -> tuple[str, str, Transition | None]:
+        """One due firing inside a batch; ``row`` is its entity locked (None: there is
+        none), ``bulk`` collects the writes."""
         from . import schedule
 
         if due.action == schedule.OPEN_YEAR:
@@ -1190,11 +1215,12 @@ class Engine(EngineCore):
                     f"meeting:{due.fiscal_year}-staff_meeting-{n}",
                     {"kind": "staff_meeting", "fiscal_year": due.fiscal_year,
                      "date": day.isoformat()}, None))
+            bulk.flush()
             created = self._create_many_in(conn, items, who, skip_existing=True)
+            bulk.recount()  # the creations took numbers of their own
             return "done", f"opened FY{due.fiscal_year}: {len(created)} created", None
 
         assert due.ref is not None
-        row = self._lock(conn, due.ref)
         if row is None:
             return "skipped", f"{due.ref} does not exist", None
         if row.state not in due.states:
@@ -1203,7 +1229,8 @@ class Engine(EngineCore):
         if due.action == schedule.FIRE:
             assert due.trigger is not None
             request = self._prepare_fire(due.ref, due.trigger, None, {})
-            result, refusal = self._fire_in(conn, request, who, None, row)
+            row.next_seq = bulk.take_seq()
+            result, refusal = self._fire_in(conn, request, who, None, row, bulk)
             if refusal is not None or result is None:
                 return "skipped", str(refusal), None
             step = FIRST_STEP if due.trigger == "begin_check" else due.step
@@ -1214,12 +1241,15 @@ class Engine(EngineCore):
         assert due.step is not None
         if due.action == schedule.DEADLINE:
             _, day = plan.step_window(due.step, due.fiscal_year)
+            row.next_seq = bulk.take_seq()
             self._append_to(
                 conn, row, kind=audit.KIND_DEADLINE, at=now, actor=who, trigger=due.step,
                 to_state=row.state, note=f"due {day.isoformat()}",
                 data=audit.canonical_json({"step": due.step, "due": day.isoformat(),
                                            "key": due.key}),
+                bulk=bulk,
             )
+            bulk.flush()  # the mark below must come after every move of this row so far
             conn.execute(_E.update().where(_E.c.id == row.id).values(overdue_since=now))
             self._queue_notice(conn, plan, due, "overdue", due.step, row.scope, now)
             return "done", f"{due.ref} is overdue for {due.step}", None

@@ -9,8 +9,9 @@ Driver errors are translated here into pdca's own errors, so none crosses the AP
 from __future__ import annotations
 
 import contextlib
+import operator
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,121 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
             conn.execution_options(**{_WRITE: True})
         with conn.begin():
             yield conn
+
+
+class DriverStatement:
+    """A hot statement compiled once for an engine's dialect and run on the driver's cursor.
+
+    Per statement, SQLAlchemy's execution path (cache lookup, parameter processing, result
+    wrapping, events) costs several times what SQLite takes to run a short statement. This
+    keeps what matters of it: the SQL text SQLAlchemy compiles for the dialect and the bind
+    processors of the statement's types (a time is stored byte for byte as SQLAlchemy stores
+    it: ``YYYY-MM-DD HH:MM:SS.ffffff`` in UTC on SQLite), and runs the text on the
+    connection's driver, inside the transaction that connection has open. A driver error is
+    raised as SQLAlchemy's :class:`~sqlalchemy.exc.DBAPIError`, as ``conn.execute`` raises
+    it, and a connection the error shows lost is invalidated.
+
+    While anyone listens to execution events (instrumentation, tests), the statement goes
+    through ``conn.execute`` instead, so that the listeners see it as they see any other.
+    """
+
+    __slots__ = ("_dialect", "_engine", "_error", "_fixed", "_get", "_names", "_process", "sql",
+                 "statement")
+
+    def __init__(self, statement: sa.Executable, engine: Engine) -> None:
+        dialect = engine.dialect
+        compiled = statement.compile(dialect=dialect)
+        if compiled.literal_execute_params or compiled.post_compile_params:
+            raise ValueError("a statement with post-compile parameters is compiled per call")
+        self.statement = statement
+        self.sql = compiled.string
+        self._engine = engine
+        self._dialect = dialect
+        self._error: type[Exception] = dialect.loaded_dbapi.Error
+        escaped = compiled.escaped_bind_names
+        # Per placeholder: the key of the caller's parameters (or, for a value fixed in the
+        # statement, a key no caller uses) and the bind processor of its type, if any.
+        slot: dict[str, tuple[Any, Any]] = {}
+        self._fixed: dict[Any, Any] = {}
+        for bind, name in compiled.bind_names.items():
+            process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if bind.required:
+                slot[name] = (bind.key, process)
+            else:
+                value = bind.effective_value
+                self._fixed[(None, name)] = value if process is None else process(value)
+                slot[name] = ((None, name), None)
+        order = list(slot) if not compiled.positional else list(compiled.positiontup or ())
+        #: Named placeholders (PostgreSQL's ``%(name)s``) take a mapping, positional a tuple.
+        self._names = None if compiled.positional else tuple(escaped.get(n, n) for n in order)
+        keys = [slot[name][0] for name in order]
+        self._get = operator.itemgetter(*keys) if len(keys) > 1 else (
+            lambda params: tuple(params[k] for k in keys)
+        )
+        self._process = tuple(
+            (index, slot[name][1]) for index, name in enumerate(order) if slot[name][1]
+        )
+
+    def _parameters(self, params: Mapping[str, Any]) -> Any:
+        values = self._get({**params, **self._fixed} if self._fixed else params)
+        if self._process:
+            values = list(values)
+            for index, process in self._process:
+                values[index] = process(values[index])
+        if self._names is not None:
+            return dict(zip(self._names, values, strict=True))
+        return values
+
+    def _observed(self) -> bool:
+        """Whether listeners watch the statements the engine executes.
+
+        The engine's own listeners (and those of every engine, on the class): those of the
+        transaction's connection or of an engine copied from it with other execution options
+        are not looked at, so that the check stays cheap on the hot path.
+        """
+        dispatch = self._engine.dispatch
+        return bool(
+            dispatch.before_cursor_execute or dispatch.after_cursor_execute
+            or dispatch.before_execute or dispatch.after_execute
+            or self._dialect.dispatch.handle_error
+        )
+
+    def _run(self, conn: Connection, params: Mapping[str, Any]) -> Any:
+        raw = conn.connection.driver_connection
+        values = self._parameters(params)
+        try:
+            return raw.execute(self.sql, values)  # type: ignore[union-attr]
+        except self._error as exc:
+            invalidated = self._dialect.is_disconnect(exc, conn.connection.dbapi_connection, None)
+            if invalidated:
+                conn.invalidate(exc)
+            raise sa.exc.DBAPIError.instance(
+                self.sql, values, exc, self._error,
+                connection_invalidated=invalidated, dialect=self._dialect,
+            ) from exc
+
+    def one_or_none(self, conn: Connection, params: Mapping[str, Any]) -> Sequence[Any] | None:
+        """The row the statement returns (None without one); more than one is an error."""
+        if self._observed():
+            return conn.execute(self.statement, params).one_or_none()
+        cursor = self._run(conn, params)
+        try:
+            rows = cursor.fetchmany(2)
+        finally:
+            cursor.close()
+        if len(rows) > 1:
+            raise sa.exc.MultipleResultsFound("more than one row where at most one was expected")
+        return rows[0] if rows else None
+
+    def rowcount(self, conn: Connection, params: Mapping[str, Any]) -> int:
+        """Run the statement (an INSERT, UPDATE or DELETE); how many rows it matched."""
+        if self._observed():
+            return int(conn.execute(self.statement, params).rowcount)  # type: ignore[attr-defined]
+        cursor = self._run(conn, params)
+        try:
+            return int(cursor.rowcount)
+        finally:
+            cursor.close()
 
 
 @contextlib.contextmanager
