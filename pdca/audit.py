@@ -14,10 +14,12 @@ an auditor verifies a million entries.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -136,10 +138,13 @@ def entry_hash(
     )
 
 
+def _text(*fields: str | int | None) -> str:
+    """The hashed text of an entry's fields, times already in :func:`format_time`'s form."""
+    return "pdca-audit-v1|" + "".join(_field(value) for value in fields)
+
+
 def _hash_fields(*fields: str | int | None) -> str:
-    """SHA-256 (hex) of the fields of an entry, times already in :func:`format_time`'s form."""
-    text = "pdca-audit-v1|" + "".join(_field(value) for value in fields)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return hashlib.sha256(_text(*fields).encode("utf-8")).hexdigest()
 
 
 def hash_of(entry: AuditEntry) -> str:
@@ -161,6 +166,28 @@ def hash_of(entry: AuditEntry) -> str:
         data=entry.data,
         workflow_version=entry.workflow_version,
         prev_hash=entry.prev_hash,
+    )
+
+
+def text_of(entry: AuditEntry) -> str:
+    """The text whose SHA-256 (of its UTF-8) is the entry's hash."""
+    return _text(
+        entry.seq,
+        entry.ref,
+        entry.entity_seq,
+        entry.kind,
+        format_time(entry.at),
+        format_time(entry.virtual_at),
+        entry.actor,
+        entry.role,
+        entry.fiscal_year,
+        entry.trigger,
+        entry.from_state,
+        entry.to_state,
+        entry.note,
+        entry.data,
+        entry.workflow_version,
+        entry.prev_hash,
     )
 
 
@@ -189,6 +216,22 @@ class EntityHead:
     chain_head: str
 
 
+#: How :meth:`Verifier.feed_rows` reads a time it could not write itself: from the two
+#: columns a row has for it, the time as :func:`format_time` writes it (None for no time).
+TimeOf = Callable[[Any, Any], str | None]
+
+
+def _row_hash(row: Sequence[Any], time_of: TimeOf) -> str:
+    """The hash of a row given to :meth:`Verifier.feed_rows`, by :func:`entry_hash`'s rules."""
+    at, virtual_at, at_stored, virtual_at_stored = row[4], row[5], row[17], row[18]
+    return _hash_fields(
+        *row[:4],
+        time_of(at, at_stored),
+        time_of(virtual_at, virtual_at_stored),
+        *row[6:16],
+    )
+
+
 class Verifier:
     """Streaming verification: feed entries in ``seq`` order, then :meth:`finish`.
 
@@ -206,111 +249,269 @@ class Verifier:
         self._since_checkpoint = 0
         self.last_checkpoint_seq: int | None = None
         self.last_checkpoint_digest: str | None = None
+        #: The digest of every checkpoint entry whose data names one, damaged or not.
+        self.sealed: set[str] = set()
+        #: The heads :meth:`finish` compared.
+        self.entities = 0
 
-    def _problem(self, entry: AuditEntry | None, reason: str, detail: str) -> int:
+    def _problem(self, seq: int | None, ref: str | None, reason: str, detail: str) -> int:
         if len(self._problems) >= self._max:
             return -1
-        self._problems.append(
-            Problem(
-                seq=None if entry is None else entry.seq,
-                ref=None if entry is None else entry.ref,
-                reason=reason,
-                detail=detail,
-            )
-        )
+        self._problems.append(Problem(seq=seq, ref=ref, reason=reason, detail=detail))
         return len(self._problems) - 1
 
     def feed(self, entry: AuditEntry) -> None:
-        self.entries += 1
-        if entry.seq <= self._last_seq:
-            self._problem(entry, "out_of_order", f"sequence {entry.seq} after {self._last_seq}")
-        self._last_seq = max(self._last_seq, entry.seq)
+        self._feed(
+            entry.seq,
+            entry.ref,
+            entry.entity_seq,
+            entry.kind,
+            entry.to_state,
+            entry.data,
+            entry.prev_hash,
+            entry.hash,
+            lambda: hash_of(entry),
+        )
 
-        if entry.entity_seq < 1:
-            self._problem(
-                entry, "inserted", f"entry number {entry.entity_seq} cannot start a chain"
+    def feed_rows(
+        self, rows: Iterable[Sequence[Any]], time_of: TimeOf, *, stored: bool = False
+    ) -> None:
+        """Feed entries as the database returns them: what :meth:`feed` does, faster.
+
+        A row is ``(seq, ref, entity_seq, kind, at, virtual_at, actor, role, fiscal_year,
+        trigger, from_state, to_state, note, data, workflow_version, prev_hash, hash,
+        at_stored, virtual_at_stored)``: the columns of ``audit_log``, each time already
+        written as its field of the hashed text (``"27:2026-04-01T09:30:00.123456Z"``, or
+        ``"~"`` for no virtual time), or None where the database could not write it so; the
+        stored value then follows in ``*_stored``, and ``time_of(field, stored)`` gives the
+        time as :func:`format_time` writes it.
+
+        ``stored``: the rows come from a database that keeps times as text and may keep
+        anything in any column (SQLite): ``at`` and ``virtual_at`` are the stored values
+        (``"2026-04-01 09:30:00.123456"``, UTC), written here into their fields when they
+        have that shape, ``time_of(value, None)`` reads them otherwise; and a text column
+        is written here only when it holds a text.
+
+        An entry that carries on its chain as expected, whose text is written here and
+        whose hash matches, is taken without building an :class:`AuditEntry`; its text is
+        the one :func:`entry_hash` writes, or (for a time of that shape that is no real
+        time) one no other entry can have. Every other entry (a checkpoint, anything that
+        does not match) goes through the same checks as :meth:`feed`, its hash recomputed
+        by :func:`entry_hash`'s rules.
+        """
+        chains = self._chains
+        find = chains.get
+        sha256 = hashlib.sha256
+        # ``str.__len__`` refuses bytes (which the exact rules write as ``b'…'``).
+        length = str.__len__ if stored else len
+        str_ = str
+        checkpoint, genesis, state_kinds, new_chain = KIND_CHECKPOINT, GENESIS, STATE_KINDS, _Chain
+        digest = bytes.fromhex(self._digest)
+        last = self._last_seq
+        since = self._since_checkpoint
+        fast = 0
+        for row in rows:
+            (
+                seq,
+                ref,
+                entity_seq,
+                kind,
+                at,
+                virtual_at,
+                actor,
+                role,
+                fiscal_year,
+                trigger,
+                from_state,
+                to_state,
+                note,
+                data,
+                workflow_version,
+                prev_hash,
+                hash_,
+                _,
+                _,
+            ) = row
+            chain = find(ref)
+            if (
+                seq > last
+                and kind != checkpoint
+                and (
+                    entity_seq == 1 and prev_hash == genesis
+                    if chain is None
+                    else entity_seq == chain.length + 1 and prev_hash == chain.head
+                )
+            ):
+                if stored:
+                    # 'YYYY-MM-DD HH:MM:SS.ffffff' -> '27:YYYY-MM-DDTHH:MM:SS.ffffffZ'
+                    if at.__class__ is str_ and len(at) == 26 and at[10] == " ":
+                        at = f"27:{at[:10]}T{at[11:]}Z"
+                    else:
+                        at = None
+                    if virtual_at is None:
+                        virtual_at = "~"
+                    elif (
+                        virtual_at.__class__ is str_
+                        and len(virtual_at) == 26
+                        and virtual_at[10] == " "
+                    ):
+                        virtual_at = f"27:{virtual_at[:10]}T{virtual_at[11:]}Z"
+                    else:
+                        virtual_at = None
+                if at is not None and virtual_at is not None:
+                    try:
+                        s = str_(seq)
+                        e = str_(entity_seq)
+                        if fiscal_year is None:
+                            y = "~"
+                        else:
+                            y = str_(fiscal_year)
+                            y = f"{len(y)}:{y}"
+                        text = (
+                            f"pdca-audit-v1|{len(s)}:{s}{length(ref)}:{ref}{len(e)}:{e}"
+                            f"{length(kind)}:{kind}{at}{virtual_at}{length(actor)}:{actor}"
+                            f"{length(role)}:{role}{y}{length(trigger)}:{trigger}"
+                            f"{'~' if from_state is None else f'{length(from_state)}:{from_state}'}"
+                            f"{'~' if to_state is None else f'{length(to_state)}:{to_state}'}"
+                            f"{'~' if note is None else f'{length(note)}:{note}'}"
+                            f"{length(data)}:{data}{length(workflow_version)}:{workflow_version}"
+                            f"{length(prev_hash)}:{prev_hash}"
+                        )
+                    except TypeError:
+                        pass
+                    else:
+                        recomputed = sha256(text.encode()).digest()
+                        if recomputed.hex() == hash_:
+                            state = to_state if kind in state_kinds else None
+                            if chain is None:
+                                chains[ref] = new_chain(entity_seq, hash_, seq, state, {})
+                            else:
+                                chain.length = entity_seq
+                                chain.head = hash_
+                                chain.last_seq = seq
+                                if state is not None:
+                                    chain.state = state
+                            digest = sha256(digest + recomputed).digest()
+                            since += 1
+                            last = seq
+                            fast += 1
+                            continue
+            self.entries += fast
+            fast = 0
+            self._digest, self._last_seq, self._since_checkpoint = digest.hex(), last, since
+            self._feed(
+                seq,
+                ref,
+                entity_seq,
+                kind,
+                to_state,
+                data,
+                prev_hash,
+                hash_,
+                functools.partial(_row_hash, row, time_of),
             )
+            digest = bytes.fromhex(self._digest)
+            last, since = self._last_seq, self._since_checkpoint
+        self.entries += fast
+        self._digest, self._last_seq, self._since_checkpoint = digest.hex(), last, since
+
+    def _feed(
+        self,
+        seq: int,
+        ref: str,
+        entity_seq: int,
+        kind: str,
+        to_state: str | None,
+        data: str,
+        prev_hash: str,
+        hash_: str,
+        recompute: Callable[[], str],
+    ) -> None:
+        self.entries += 1
+        if kind == KIND_CHECKPOINT:
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                self.sealed.add(str(json.loads(data)["digest"]))
+        if seq <= self._last_seq:
+            self._problem(seq, ref, "out_of_order", f"sequence {seq} after {self._last_seq}")
+        self._last_seq = max(self._last_seq, seq)
+
+        if entity_seq < 1:
+            self._problem(seq, ref, "inserted", f"entry number {entity_seq} cannot start a chain")
             return
-        recomputed = hash_of(entry)
-        chain = self._chains.get(entry.ref)
+        recomputed = recompute()
+        chain = self._chains.get(ref)
         expected_seq = 1 if chain is None else chain.length + 1
         expected_prev = GENESIS if chain is None else chain.head
 
-        if chain is not None and entry.entity_seq <= chain.length:
-            if entry.entity_seq in chain.missing:
+        if chain is not None and entity_seq <= chain.length:
+            if entity_seq in chain.missing:
                 # What looked like a removal earlier was a move: report it as such, at the
                 # first entry that stands out of place.
-                index = chain.missing.pop(entry.entity_seq)
+                index = chain.missing.pop(entity_seq)
                 if index >= 0:
                     earlier = self._problems[index]
                     self._problems[index] = Problem(
                         seq=earlier.seq,
                         ref=earlier.ref,
                         reason="reordered",
-                        detail=f"entries of {entry.ref} stand out of order: entry "
-                        f"{entry.entity_seq} comes later in the log, at {entry.seq}",
+                        detail=f"entries of {ref} stand out of order: entry "
+                        f"{entity_seq} comes later in the log, at {seq}",
                     )
             else:
                 self._problem(
-                    entry,
-                    "inserted",
-                    f"a second entry number {entry.entity_seq} of {entry.ref}",
+                    seq, ref, "inserted", f"a second entry number {entity_seq} of {ref}"
                 )
             return
-        if entry.entity_seq > expected_seq:
-            gap = range(expected_seq, entry.entity_seq)
+        if entity_seq > expected_seq:
+            gap = range(expected_seq, entity_seq)
             if chain is None:
                 chain = _Chain(0, GENESIS, 0, None, {})
-                self._chains[entry.ref] = chain
+                self._chains[ref] = chain
             index = self._problem(
-                entry,
+                seq,
+                ref,
                 "removed",
-                f"entries {gap.start}..{gap.stop - 1} of {entry.ref} are missing before it"
+                f"entries {gap.start}..{gap.stop - 1} of {ref} are missing before it"
                 if len(gap) > 1
-                else f"entry {gap.start} of {entry.ref} is missing before it",
+                else f"entry {gap.start} of {ref} is missing before it",
             )
             for missing in gap:
                 chain.missing[missing] = index
-        elif recomputed != entry.hash:
+        elif recomputed != hash_:
+            self._problem(seq, ref, "edited", "the entry's content does not match its hash")
+        elif prev_hash != expected_prev:
             self._problem(
-                entry,
-                "edited",
-                "the entry's content does not match its hash",
-            )
-        elif entry.prev_hash != expected_prev:
-            self._problem(
-                entry,
-                "inserted",
-                f"it does not link to entry {expected_seq - 1} of {entry.ref}",
+                seq, ref, "inserted", f"it does not link to entry {expected_seq - 1} of {ref}"
             )
 
         if chain is None:
             chain = _Chain(0, GENESIS, 0, None, {})
-            self._chains[entry.ref] = chain
-        chain.length = entry.entity_seq
-        chain.head = entry.hash
-        chain.last_seq = entry.seq
-        if entry.kind in STATE_KINDS and entry.to_state is not None:
-            chain.state = entry.to_state
+            self._chains[ref] = chain
+        chain.length = entity_seq
+        chain.head = hash_
+        chain.last_seq = seq
+        if kind in STATE_KINDS and to_state is not None:
+            chain.state = to_state
 
-        if entry.kind == KIND_CHECKPOINT:
-            self._check_checkpoint(entry)
+        if kind == KIND_CHECKPOINT:
+            self._check_checkpoint(seq, ref, data)
         else:
-            self._digest = fold_digest(self._digest, entry.hash)
+            self._digest = fold_digest(self._digest, hash_)
             self._since_checkpoint += 1
 
-    def _check_checkpoint(self, entry: AuditEntry) -> None:
+    def _check_checkpoint(self, seq: int, ref: str, data: str) -> None:
         self.checkpoints += 1
         try:
-            sealed = json.loads(entry.data)
+            sealed = json.loads(data)
             digest = str(sealed["digest"])
             count = int(sealed["count"])
         except (ValueError, KeyError, TypeError):
-            self._problem(entry, "edited", "the checkpoint's data is unreadable")
+            self._problem(seq, ref, "edited", "the checkpoint's data is unreadable")
             return
         if count != self._since_checkpoint or digest != self._digest:
             self._problem(
-                entry,
+                seq,
+                ref,
                 "checkpoint_mismatch",
                 f"it sealed {count} entries with digest {digest[:12]}…, but the log holds "
                 f"{self._since_checkpoint} with digest {self._digest[:12]}… since the previous "
@@ -319,53 +520,59 @@ class Verifier:
         # Continue from what the checkpoint sealed, so one damaged range is reported once.
         self._digest = digest
         self._since_checkpoint = 0
-        self.last_checkpoint_seq = entry.seq
+        self.last_checkpoint_seq = seq
         self.last_checkpoint_digest = digest
 
     def finish(self, heads: Iterable[EntityHead]) -> list[Problem]:
         """Compare the chains with the entities table; return every problem, by ``seq``."""
+        return self.finish_rows((h.ref, h.state, h.chain_len, h.chain_head) for h in heads)
+
+    def finish_rows(self, heads: Iterable[Sequence[Any]]) -> list[Problem]:
+        """:meth:`finish`, each head a row ``(ref, state, chain_len, chain_head)``; counts
+        them in :attr:`entities`."""
         seen: set[str] = set()
-        for head in heads:
-            seen.add(head.ref)
-            chain = self._chains.get(head.ref)
+        for ref, state, chain_len, chain_head in heads:
+            self.entities += 1
+            seen.add(ref)
+            chain = self._chains.get(ref)
             if chain is None:
                 self._problems.append(
                     Problem(
                         seq=None,
-                        ref=head.ref,
+                        ref=ref,
                         reason="removed",
-                        detail=f"{head.ref} exists but has no entry in the log",
+                        detail=f"{ref} exists but has no entry in the log",
                     )
                 )
                 continue
-            if chain.length < head.chain_len:
+            if chain.length < chain_len:
                 self._problems.append(
                     Problem(
                         seq=chain.last_seq,
-                        ref=head.ref,
+                        ref=ref,
                         reason="removed",
-                        detail=f"{head.ref} has {head.chain_len} entries, the log only "
+                        detail=f"{ref} has {chain_len} entries, the log only "
                         f"{chain.length}: the entries after this one were removed",
                     )
                 )
-            elif chain.length > head.chain_len or chain.head != head.chain_head:
+            elif chain.length > chain_len or chain.head != chain_head:
                 self._problems.append(
                     Problem(
                         seq=chain.last_seq,
-                        ref=head.ref,
+                        ref=ref,
                         reason="inserted",
-                        detail=f"{head.ref} records {head.chain_len} entries ending in "
-                        f"{head.chain_head[:12]}…, the log {chain.length} ending in "
+                        detail=f"{ref} records {chain_len} entries ending in "
+                        f"{chain_head[:12]}…, the log {chain.length} ending in "
                         f"{chain.head[:12]}…",
                     )
                 )
-            if chain.state is not None and chain.state != head.state:
+            if chain.state is not None and chain.state != state:
                 self._problems.append(
                     Problem(
                         seq=chain.last_seq,
-                        ref=head.ref,
+                        ref=ref,
                         reason="state_mismatch",
-                        detail=f"{head.ref} is {head.state} but its log ends in {chain.state}: "
+                        detail=f"{ref} is {state} but its log ends in {chain.state}: "
                         "the state was changed without an audit entry",
                     )
                 )

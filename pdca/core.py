@@ -173,6 +173,9 @@ class _Context:
         return func(self._conn, **params)
 
 
+#: How many parsed references an engine keeps (each fire parses its reference).
+_PARSED_REFS = 4096
+
 #: How many audit sequence numbers a bulk write takes from PostgreSQL per round trip.
 SEQ_BLOCK = 500
 
@@ -187,13 +190,14 @@ class _Bulk:
     per block, under the shared checkpoint lock and after the rows are locked.
     """
 
-    __slots__ = ("_conn", "_core", "_next", "_pool", "_want", "audit", "moves")
+    __slots__ = ("_conn", "_core", "_next", "_pool", "_want", "audit", "moves", "outbox")
 
     def __init__(self, core: EngineCore, conn: Connection, expected: int = 1) -> None:
         self._conn = conn
         self._core = core
         self.audit: list[dict[str, Any]] = []
         self.moves: list[tuple[tuple[bool, bool], dict[str, Any]]] = []
+        self.outbox: list[dict[str, Any]] = []
         self._pool: list[int] = []
         self._next: int | None = None
         self._want = max(1, expected)
@@ -238,6 +242,9 @@ class _Bulk:
                 params = [m[1] for m in moves[start:end]]
                 self._conn.execute(self._core._move_head[key], params)
                 start = end
+        if self.outbox:
+            self._conn.execute(_O.insert(), self.outbox)
+            self.outbox = []
 
 
 @dataclass(slots=True)
@@ -270,6 +277,8 @@ class _FireRequest:
     note: str | None
     clean: dict[str, Any]
     data_json: str
+    #: No transition of the trigger has a guard or a condition (none queries the database).
+    plain: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,7 +297,7 @@ class _Creation:
 
 
 def _split_scope(scope: str) -> tuple[str, ...]:
-    return tuple(s for s in scope.split(";") if s)
+    return tuple(filter(None, scope.split(";")))
 
 
 def _clean_note(note: str | None) -> str | None:
@@ -331,8 +340,8 @@ class EngineCore:
         self._subscribers: list[TransitionCallback] = []
         self._delivering = threading.local()
         self._pinned = threading.local()
+        self._parsed: dict[str, tuple[Ref, Workflow]] = {}
         self._pg = db.dialect.name == "postgresql"
-        self._write_db = database.writer(db)
         self._log = log.get_logger()
         self._lock_stmt = self._build_lock_statement()
         # The hot statements, built once: building and cache-keying a statement per call
@@ -719,7 +728,7 @@ class EngineCore:
     def _writing(self, ref: str, trigger: str) -> Iterator[Connection]:
         """A write transaction whose lock conflicts become :class:`ConcurrentTransition`."""
         try:
-            with database.write_transaction(self._write_db) as conn:
+            with database.write_transaction(self._db) as conn:
                 if not self.simulation:
                     yield conn
                     return
@@ -758,8 +767,17 @@ class EngineCore:
     def _parse(self, ref: str) -> tuple[Ref, Workflow]:
         if not isinstance(ref, str):
             raise UnknownReference(str(ref), f"a reference must be text, not {ref!r}")
+        known = self._parsed.get(ref)
+        if known is not None:
+            return known
         parsed = Ref.parse(ref)
-        return parsed, self._registry.resolve(parsed.kind, parsed.key)
+        result = parsed, self._registry.resolve(parsed.kind, parsed.key)
+        # Workflows are only ever added to a registry, never replaced: a reference, once
+        # resolved, keeps resolving to the same workflow.
+        if len(self._parsed) >= _PARSED_REFS:
+            self._parsed.clear()
+        self._parsed[ref] = result
+        return result
 
     # ------------------------------------------------------------------ changing state
 
@@ -854,7 +872,11 @@ class EngineCore:
         specs = workflow.specs_for(trigger) if isinstance(trigger, str) else []
         if not specs:
             raise UnknownTrigger(ref, str(trigger), workflow.triggers)
-        clean = validate_fields(specs[0].fields, data, what=f"{trigger}")
+        fields = specs[0].fields
+        if data or any(f.required for f in fields):
+            clean = validate_fields(fields, data, what=f"{trigger}")
+        else:
+            clean = {}  # what validating no data against fields none of which is required gives
         return _FireRequest(
             ref=ref,
             workflow=workflow,
@@ -864,6 +886,7 @@ class EngineCore:
             clean=clean,
             # No data is the common case: its one text form, without a JSON encoder run.
             data_json=audit.canonical_json(clean) if clean else "{}",
+            plain=not any(s.guards or s.when is not None for s in specs),
         )
 
     def _fire_in(
@@ -1705,31 +1728,17 @@ class EngineCore:
         also says whether history up to that checkpoint is unchanged.
         """
         verifier = audit.Verifier()
-        digests: set[str] = set()
         with database.storage_errors("verifying the audit log"), database.read_transaction(
             self._db
         ) as conn:
-            result = conn.execute(
-                sa.select(_A).order_by(_A.c.seq),
-                execution_options={"yield_per": 5000, "stream_results": True},
+            self._feed_audit_log(conn, verifier)
+            problems = verifier.finish_rows(
+                conn.execute(
+                    sa.select(_E.c.ref, _E.c.state, _E.c.chain_len, _E.c.chain_head),
+                    execution_options={"yield_per": self._VERIFY_BATCH},
+                )
             )
-            for r in result:
-                entry = _entry(r)
-                verifier.feed(entry)
-                if entry.kind == audit.KIND_CHECKPOINT:
-                    with contextlib.suppress(ValueError, KeyError, TypeError):
-                        digests.add(str(json.loads(entry.data)["digest"]))
-            result.close()
-            heads = [
-                audit.EntityHead(
-                    ref=h.ref, state=h.state, chain_len=h.chain_len, chain_head=h.chain_head
-                )
-                for h in conn.execute(
-                    sa.select(_E.c.ref, _E.c.state, _E.c.chain_len, _E.c.chain_head)
-                )
-            ]
-        problems = verifier.finish(heads)
-        if expect_digest is not None and expect_digest not in digests:
+        if expect_digest is not None and expect_digest not in verifier.sealed:
             from .types import Problem
 
             problems.insert(
@@ -1744,12 +1753,97 @@ class EngineCore:
             )
         return VerifyReport(
             entries=verifier.entries,
-            entities=len(heads),
+            entities=verifier.entities,
             checkpoints=verifier.checkpoints,
             problems=tuple(problems),
             last_checkpoint_seq=verifier.last_checkpoint_seq,
             last_checkpoint_digest=verifier.last_checkpoint_digest,
         )
+
+    # The whole log in seq order, as ``audit.Verifier.feed_rows`` takes it, read through the
+    # driver's own cursor: SQLAlchemy's rows and an AuditEntry per entry cost many times
+    # what hashing the entry does. SQLite hands its stored times over as they are
+    # ('YYYY-MM-DD HH:MM:SS.ffffff'), for the verifier to write.
+    _VERIFY_SQLITE = (
+        "SELECT seq, ref, entity_seq, kind, at, virtual_at, actor, role, fiscal_year, "
+        "trigger, from_state, to_state, note, data, workflow_version, prev_hash, hash, "
+        "NULL, NULL FROM audit_log ORDER BY seq"
+    )
+    # PostgreSQL writes each time as its field of the hashed text itself (in UTC, whatever
+    # the session's time zone) for the years 1000 to 9999 of the common era; any other
+    # time comes as it is stored (in UTC) in the last two columns.
+    _VERIFY_PG_TIME = (
+        "{c} >= TIMESTAMPTZ '1000-01-01 00:00:00+00' "
+        "AND {c} < TIMESTAMPTZ '10000-01-01 00:00:00+00'"
+    )
+    _VERIFY_PG_TEXT = (
+        "'27:' || to_char({c} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+    )
+    _VERIFY_POSTGRESQL = (
+        "SELECT seq, ref, entity_seq, kind, "
+        "CASE WHEN {at} THEN {at_text} END, "
+        "CASE WHEN virtual_at IS NULL THEN '~' WHEN {vat} THEN {vat_text} END, "
+        "actor, role, fiscal_year, trigger, from_state, to_state, note, data, "
+        "workflow_version, prev_hash, hash, "
+        "CASE WHEN {at} THEN NULL ELSE at AT TIME ZONE 'UTC' END, "
+        "CASE WHEN {vat} THEN NULL ELSE virtual_at AT TIME ZONE 'UTC' END "
+        "FROM audit_log ORDER BY seq"
+    ).format(
+        at=_VERIFY_PG_TIME.format(c="at"),
+        vat=_VERIFY_PG_TIME.format(c="virtual_at"),
+        at_text=_VERIFY_PG_TEXT.format(c="at"),
+        vat_text=_VERIFY_PG_TEXT.format(c="virtual_at"),
+    )
+    #: Rows read at a time where the driver streams them: bounds the memory verify takes.
+    _VERIFY_BATCH = 2000
+
+    def _feed_audit_log(self, conn: Connection, verifier: audit.Verifier) -> None:
+        """Stream the whole log into ``verifier`` inside ``conn``'s read transaction; a
+        driver error becomes SQLAlchemy's, which the caller translates."""
+        raw: Any = conn.connection.driver_connection
+        dbapi: Any = conn.dialect.loaded_dbapi
+        sql = self._VERIFY_POSTGRESQL if self._pg else self._VERIFY_SQLITE
+        try:
+            if self._pg:
+                # Streamed: the server writes the next rows while these are verified, and
+                # holds back when the client falls behind. Rows come in chunks where the
+                # libpq can (17 and later), one by one otherwise; never the whole log.
+                chunk = self._VERIFY_BATCH if dbapi.pq.version() >= 170000 else 1
+                with raw.cursor() as cursor:
+                    rows = cursor.stream(sql, size=chunk)
+                    try:
+                        verifier.feed_rows(rows, self._verify_time_postgresql)
+                    finally:
+                        rows.close()  # stopped early: cancels the query, drains the rest
+            else:
+                cursor = raw.cursor()
+                try:
+                    cursor.execute(sql)
+                    verifier.feed_rows(
+                        cursor, self._verify_time_sqlite(conn.dialect), stored=True
+                    )
+                finally:
+                    cursor.close()
+        except dbapi.Error as exc:
+            raise sa.exc.DBAPIError.instance(sql, None, exc, dbapi.Error) from exc
+
+    @staticmethod
+    def _verify_time_postgresql(field: str | None, stored: datetime | None) -> str | None:
+        if field == "~":
+            return None
+        if field is not None:
+            return field[3:]
+        return audit.format_time(stored)  # naive, in UTC
+
+    @staticmethod
+    def _verify_time_sqlite(dialect: sa.Dialect) -> audit.TimeOf:
+        # The type's own reading of a stored time, as for every other read of the log.
+        read = _A.c.at.type.result_processor(dialect, None)
+
+        def time_of(value: Any, _: object) -> str | None:
+            return audit.format_time(read(value) if read is not None else value)
+
+        return time_of
 
     def checkpoint(self, *, actor: str = SCHEDULER_ACTOR) -> AuditEntry:
         """Seal every entry since the last checkpoint with a cumulative digest.
@@ -1965,15 +2059,14 @@ class EngineCore:
         return None
 
     def _settle(self, message_id: int, error: str | None) -> None:
-        now = self._clock()
-        values: dict[str, Any]
-        if error is None:
-            values = {"done": True, "delivered_at": now, "last_error": None}
-        else:
-            values = {"next_attempt_at": now + timedelta(seconds=30), "last_error": error[:2000]}
-        with database.storage_errors("settling an outbox message"), database.write_transaction(
-            self._db
-        ) as conn:
+        with self._writing("outbox", "settle") as conn:
+            now = self._clock()  # a simulation's clock read on this same connection
+            values: dict[str, Any]
+            if error is None:
+                values = {"done": True, "delivered_at": now, "last_error": None}
+            else:
+                values = {"next_attempt_at": now + timedelta(seconds=30),
+                          "last_error": error[:2000]}
             conn.execute(_O.update().where(_O.c.id == message_id).values(**values))
 
 

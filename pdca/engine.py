@@ -228,7 +228,7 @@ class Engine(EngineCore):
         virtual_now: datetime | None = None,
     ) -> None:
         self._plan_cache: tuple[str, Plan] | None = None
-        self._tick_people: list[tuple[str, dict[str, Any]]] | None = None
+        self._tick_people: dict[str | None, list[tuple[str, str | None]]] | None = None
         super().__init__(
             db,
             registry=registry,
@@ -1126,7 +1126,6 @@ class Engine(EngineCore):
             ]
             if not rows:
                 return
-            insert: sa.Insert
             if self._pg:
                 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
@@ -1235,7 +1234,8 @@ class Engine(EngineCore):
                 return "skipped", str(refusal), None
             step = FIRST_STEP if due.trigger == "begin_check" else due.step
             if step is not None and due.ref.split(":")[1] != "region":
-                self._queue_notice(conn, plan, due, "step_open", step, row.scope, now)
+                self._queue_notice(conn, plan, due, "step_open", step, row.scope, now,
+                                   bulk)
             return "done", f"{result.from_state} → {result.to_state}", result
 
         assert due.step is not None
@@ -1251,10 +1251,10 @@ class Engine(EngineCore):
             )
             bulk.flush()  # the mark below must come after every move of this row so far
             conn.execute(_E.update().where(_E.c.id == row.id).values(overdue_since=now))
-            self._queue_notice(conn, plan, due, "overdue", due.step, row.scope, now)
+            self._queue_notice(conn, plan, due, "overdue", due.step, row.scope, now, bulk)
             return "done", f"{due.ref} is overdue for {due.step}", None
         # a reminder
-        self._queue_notice(conn, plan, due, "reminder", due.step, row.scope, now)
+        self._queue_notice(conn, plan, due, "reminder", due.step, row.scope, now, bulk)
         return "done", f"reminded {due.ref} of {due.step}", None
 
     def _queue_notice(
@@ -1266,35 +1266,47 @@ class Engine(EngineCore):
         step_id: str,
         scope: tuple[str, ...],
         now: datetime,
+        bulk: Any = None,
     ) -> None:
         from .notify import Notice
 
         step = plan.step(step_id)
         _, day = plan.step_window(step_id, due.fiscal_year)
         if self._tick_people is None:  # read once per tick, not once per notice
-            self._tick_people = [
-                (r.ref.split(":", 1)[1], json.loads(r.attrs))
-                for r in conn.execute(
-                    sa.select(_E.c.ref, _E.c.attrs).where(_E.c.workflow == "person",
-                                                          _E.c.state == "active"))
-            ]
-        people = [
-            (person, attrs.get("email"))
-            for person, attrs in self._tick_people
-            if (attrs.get("role") == "staff" and attrs.get("municipality") in scope
-                if scope else attrs.get("role") == "secretariat")
-        ]
+            # Who is told: a municipality's staff (by municipality), or the secretariat
+            # (under None) for what belongs to the whole region.
+            by_place: dict[str | None, list[tuple[str, str | None]]] = {}
+            for r in conn.execute(
+                sa.select(_E.c.ref, _E.c.attrs).where(_E.c.workflow == "person",
+                                                      _E.c.state == "active")
+                .order_by(_E.c.id)
+            ):
+                attrs = json.loads(r.attrs)
+                person = (r.ref.split(":", 1)[1], attrs.get("email"))
+                if attrs.get("role") == "staff":
+                    by_place.setdefault(attrs.get("municipality"), []).append(person)
+                elif attrs.get("role") == "secretariat":
+                    by_place.setdefault(None, []).append(person)
+            self._tick_people = by_place
+        if scope:
+            people = [p for place in scope for p in self._tick_people.get(place, [])]
+        else:
+            people = list(self._tick_people.get(None, []))
         notice = Notice(
             kind=kind, ref=due.ref or "", step=step_id, step_title_ja=step.title_ja,
             step_title_en=step.title_en, fiscal_year=due.fiscal_year, due=day.isoformat(),
             recipients=tuple(e for _, e in people if e), people=tuple(p for p, _ in people),
             key=f"{due.key}:{kind}",
         )
-        conn.execute(_O.insert(), {
+        message = {
             "audit_seq": None, "channel": CHANNEL_NOTICE, "payload": notice.to_json(),
             "created_at": now, "attempts": 0, "next_attempt_at": now,
             "delivered_at": None, "last_error": None, "done": False,
-        })
+        }
+        if bulk is not None:
+            bulk.outbox.append(message)
+        else:
+            conn.execute(_O.insert(), message)
 
     def deliver_notifications(self, notifier: Notifier | None = None) -> tuple[int, int]:
         """Send the queued notices; return (sent, still queued). A notice that cannot be
@@ -1339,52 +1351,70 @@ class Engine(EngineCore):
         """
         from .calendar import fiscal_year_of
 
-        plan = self.plan
-        if fiscal_year is None:
-            current = fiscal_year_of(self.now())
-            fiscal_year = current - 1 if self.entities(
-                workflow="regional_cycle", fiscal_year=current - 1) else current
-        if municipality is not None:
-            plan.member(municipality)
-        cycles = {v.ref: v for v in self.cycles(fiscal_year)}
+        now = self.now()
+        cycle_workflows = ("municipal_cycle", "regional_cycle")
+        # One read transaction, three statements: the plan's digest, the year's cycles
+        # (no attributes decoded), the measures counted by state.
+        with database.storage_errors("reading the status"), database.read_transaction(
+            self._db
+        ) as conn:
+            plan = self._plan_on(conn)
+            if municipality is not None:
+                plan.member(municipality)
+            if fiscal_year is None:
+                current = fiscal_year_of(now)
+                fiscal_year = current if conn.execute(
+                    sa.select(_E.c.id).where(_E.c.ref == f"cycle:region:{current - 1}")
+                ).first() is None else current - 1
+            check_year(fiscal_year)
+            cycles = {
+                r.ref: r for r in conn.execute(
+                    sa.select(_E.c.ref, _E.c.state, _E.c.overdue_since).where(
+                        _E.c.fiscal_year == fiscal_year, _E.c.workflow.in_(cycle_workflows)))
+            }
+            counts = self._measure_counts_on(conn, municipality)
         region = cycles.get(f"cycle:region:{fiscal_year}")
         wf = self._registry.get("municipal_cycle")
         members = []
         for m in plan.members_of(fiscal_year):
             if municipality is not None and m.code != municipality:
                 continue
-            view = cycles.get(f"cycle:{m.code}:{fiscal_year}")
+            row = cycles.get(f"cycle:{m.code}:{fiscal_year}")
             members.append({
                 "code": m.code, "name": m.name_ja, "name_en": m.name_en,
-                "state": view.state if view else None,
-                "state_label": wf.state_label(view.state) if view else None,
-                "overdue": bool(view and view.overdue),
+                "state": row.state if row else None,
+                "state_label": wf.state_label(row.state) if row else None,
+                "overdue": bool(row is not None and row.overdue_since is not None),
             })
         return {
             "fiscal_year": fiscal_year,
             "simulation": self.simulation,
-            "now": self.now().isoformat(),
+            "now": now.isoformat(),
             "region": {"state": region.state if region else None,
                        "state_label": self._registry.get("regional_cycle").state_label(
                            region.state) if region else None,
-                       "overdue": bool(region and region.overdue)},
+                       "overdue": bool(region is not None and region.overdue_since is not None)},
             "municipalities": members,
-            "measures": self.measure_counts(municipality=municipality),
+            "measures": counts,
         }
 
     def measure_counts(self, *, municipality: str | None = None) -> dict[str, int]:
         """How many measures are in each state (of one municipality, if given), counted
         by the database."""
+        with database.storage_errors("counting measures"), database.read_transaction(
+            self._db
+        ) as conn:
+            return self._measure_counts_on(conn, municipality)
+
+    @staticmethod
+    def _measure_counts_on(conn: Connection, municipality: str | None) -> dict[str, int]:
         stmt = (sa.select(_E.c.state, sa.func.count()).where(_E.c.workflow == "measure")
                 .group_by(_E.c.state).order_by(_E.c.state))
         if municipality is not None:
             stmt = stmt.where(
                 _E.c.id.in_(sa.select(_S.c.entity_id).where(_S.c.municipality == municipality))
             )
-        with database.storage_errors("counting measures"), database.read_transaction(
-            self._db
-        ) as conn:
-            return {str(state): int(n) for state, n in conn.execute(stmt)}
+        return {str(state): int(n) for state, n in conn.execute(stmt)}
 
     def schedule_of(self, fiscal_year: int) -> list[dict[str, Any]]:
         """The yearly schedule with its real dates for the check of ``fiscal_year`` (which

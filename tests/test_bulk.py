@@ -83,7 +83,7 @@ def test_one_bad_evaluation_is_named_and_nothing_is_written(
     engine.load_plan("kumamoto", actor=cast.admin)
     refs = _measures(engine, cast.staff, 3)
     before = len(list(engine.audit_log()))
-    items = [{"measure": refs[0], "rating": "A"}, bad]
+    items: list[dict[str, object]] = [{"measure": refs[0], "rating": "A"}, bad]
     with pytest.raises(pdca.InvalidInput) as caught:
         engine.evaluate_many(items, fiscal_year=FY, actor=cast.staff)
     assert caught.value.field == field

@@ -443,13 +443,24 @@ def run_daemon_until_killed(
 
 def kill_plan(rng: random.Random, kills: int, pending: int) -> list[tuple[str, int]]:
     """Where to kill each run: the first three fifths after random numbers of due firings
-    (cut points spread over the first three quarters of the ``pending`` ones, counted from
-    each run's start: a run goes on a little after its count, before the kill lands), the
-    rest after a few notices sent (notices go out once every due firing is done)."""
+    (counted from each run's start), the rest after a few notices sent (notices go out
+    once every due firing is done).
+
+    A tick carries out due firings in batches of :data:`pdca.engine.DUE_BATCH`, one
+    transaction each, and logs a batch once it committed: a run killed after its n-th
+    logged firing has done every firing of the batch that held it, and dies in the next
+    one. The counts are kept small enough that three quarters of the ``pending`` firings
+    at most are done by the runs killed while firing, so that notices are left for the
+    others."""
+    from pdca.engine import DUE_BATCH
+
     notice_kills = max(1, kills * 2 // 5)
-    cuts = sorted(rng.sample(range(1, pending * 3 // 4), kills - notice_kills))
-    plan = [("firing", b - a) for a, b in zip([0, *cuts], cuts, strict=False)]
-    return plan + [("notice", rng.randint(1, 12)) for _ in range(kills - len(plan))]
+    firing_kills = kills - notice_kills
+    budget = pending * 3 // 4 // max(1, firing_kills)  # firings each such run may do
+    batches = max(1, budget // DUE_BATCH)
+    plan = [("firing", rng.randint(1, max(1, batches * DUE_BATCH - DUE_BATCH // 2)))
+            for _ in range(firing_kills)]
+    return plan + [("notice", rng.randint(1, 12)) for _ in range(notice_kills)]
 
 
 def expire_leases(db: sa.Engine) -> int:
