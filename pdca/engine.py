@@ -662,7 +662,8 @@ class Engine(EngineCore):
 
     def _next_key(self, prefix: str) -> int:
         with database.storage_errors("numbering"), database.read_transaction(self._db) as conn:
-            refs = conn.execute(sa.select(_E.c.ref).where(_E.c.ref.startswith(prefix))).all()
+            refs = conn.execute(
+                sa.select(_E.c.ref).where(queries.ref_prefix(_E.c.ref, prefix))).all()
         numbers = [int(n) for (r,) in refs if (n := r[len(prefix):]).isdigit()]
         return max(numbers, default=0) + 1
 

@@ -95,20 +95,25 @@ def _due_for_year(plan: Plan, fy: int) -> list[Due]:
             continue
         opens, due = plan.step_window(step.id, fy)
         opener = WINDOW_OPENERS.get(step.id)
+        # The moments of the step, once (not once per member).
+        opens_at = start_of_day(opens)
+        reminder = due - timedelta(days=plan.reminder_days)
+        reminder_at = (start_of_day(reminder)
+                       if plan.reminder_days > 0 and reminder > opens else None)
+        deadline_at = start_of_day(due + timedelta(days=1))
         for n, ref in enumerate(refs):
             order = index * 10_000 + n
             if opener is not None:
                 trigger, waiting = opener
-                out.append(Due(key=_key(plan, fy, FIRE, step.id, ref), at=start_of_day(opens),
+                out.append(Due(key=_key(plan, fy, FIRE, step.id, ref), at=opens_at,
                                order=order, action=FIRE, fiscal_year=fy, step=step.id,
                                ref=ref, trigger=trigger, states=(waiting,)))
-            reminder = due - timedelta(days=plan.reminder_days)
-            if plan.reminder_days > 0 and reminder > opens:
+            if reminder_at is not None:
                 out.append(Due(key=_key(plan, fy, REMINDER, step.id, ref),
-                               at=start_of_day(reminder), order=order, action=REMINDER,
+                               at=reminder_at, order=order, action=REMINDER,
                                fiscal_year=fy, step=step.id, ref=ref, states=states))
             out.append(Due(key=_key(plan, fy, DEADLINE, step.id, ref),
-                           at=start_of_day(due + timedelta(days=1)), order=order,
+                           at=deadline_at, order=order,
                            action=DEADLINE, fiscal_year=fy, step=step.id, ref=ref,
                            states=states))
     return sorted(out, key=sort_key)

@@ -28,6 +28,13 @@ _V = cast(sa.Table, Evaluation.__table__)
 REPORTED_STATES = ("act", "closed")
 
 
+def ref_prefix(column: Any, prefix: str) -> Any:
+    """``column`` starts with ``prefix``, as a range the ``ref`` index serves (a LIKE is a
+    full scan on SQLite, and on PostgreSQL outside the C collation); the LIKE stays, so
+    that a collation that orders punctuation its own way cannot widen the range."""
+    return sa.and_(column >= prefix, column < prefix + "\U0010ffff", column.startswith(prefix))
+
+
 def _scoped_ids(conn: Connection, municipality: str) -> list[int]:
     """Ids of the entities that belong to ``municipality``, from ``entity_scope`` alone.
 
@@ -98,7 +105,7 @@ def build(plan_of: Callable[[Connection], Plan]) -> dict[str, Callable[..., Any]
         prefix = f"emissions:{municipality}:{year}:"
         present = {
             r.ref[len(prefix):]
-            for r in conn.execute(sa.select(_E.c.ref).where(_E.c.ref.startswith(prefix)))
+            for r in conn.execute(sa.select(_E.c.ref).where(ref_prefix(_E.c.ref, prefix)))
         }
         return year, [s for s in plan.sector_ids if s not in present]
 
