@@ -1,19 +1,27 @@
-"""The tables, as SQLAlchemy 2 typed models. Migrations in ``migrations/`` create them.
+"""The tables, as SQLAlchemy Core tables. Migrations in ``migrations/`` create them.
 
 ``entities`` holds every thing that has a state and an audit chain (measures, cycles,
 meetings, people, ...): one generic table, so that the engine needs no code per workflow.
 ``audit_log`` is append-only (database triggers refuse UPDATE, DELETE and TRUNCATE).
+
+The tables are plain :class:`sqlalchemy.Table` objects on one :class:`~sqlalchemy.MetaData`
+(no ORM: the code only ever runs Core statements, and importing ``sqlalchemy.orm`` and
+building mapped classes took a large share of the CLI's cold start). Each table is also
+reachable as ``<Class>.__table__`` (``Entity.__table__``, ...) and the classes can stand
+where SQLAlchemy expects a FROM clause (``select_from(Evaluation)``); ``Base.metadata`` is
+the metadata the migrations are checked against.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Column,
     DateTime,
     Dialect,
     Float,
@@ -23,10 +31,11 @@ from sqlalchemy import (
     MetaData,
     Sequence,
     String,
+    Table,
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql import FromClause
 from sqlalchemy.types import TypeDecorator
 
 from ..workflows import BUILTIN_SPECS
@@ -78,150 +87,185 @@ def _builtin_pairs() -> list[tuple[str, str]]:
     return [(w.name, s.code) for w in BUILTIN_SPECS for s in w.states]
 
 
-class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING)
+class Base:
+    """Holder of the schema's :class:`~sqlalchemy.MetaData` (tables, indexes, ``audit_seq``)."""
+
+    metadata: ClassVar[MetaData] = MetaData(naming_convention=NAMING)
 
 
-class Entity(Base):
-    __tablename__ = "entities"
+class _TableClass:
+    """A name for one table, kept from the ORM models: ``__table__`` is the table.
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    ref: Mapped[str] = mapped_column(String(200), unique=True)
-    workflow: Mapped[str] = mapped_column(String(40))
-    state: Mapped[str] = mapped_column(String(60))
-    version: Mapped[int] = mapped_column(Integer)
-    scope: Mapped[str] = mapped_column(String(400), default="")
-    fiscal_year: Mapped[int | None] = mapped_column(Integer)
-    attrs: Mapped[str] = mapped_column(Text, default="{}")
-    overdue_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    chain_len: Mapped[int] = mapped_column(Integer)
-    chain_head: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ``__table__`` is typed as :class:`~sqlalchemy.sql.FromClause`, as the ORM typed it, so
+    the callers' ``cast(sa.Table, X.__table__)`` stays as it is.
+    """
 
-    __table_args__ = (
+    __table__: ClassVar[FromClause]
+
+    @classmethod
+    def __clause_element__(cls) -> FromClause:
+        return cls.__table__
+
+
+def _big_id() -> BigInteger:
+    """A 64-bit id (a plain INTEGER on SQLite, where only that is the rowid)."""
+    return BigInteger().with_variant(Integer, "sqlite")
+
+
+# Columns are NOT NULL unless ``nullable=True`` is given (as the typed models had them).
+
+
+class Entity(_TableClass):
+    """Anything with a state and an audit chain (measure, cycle, meeting, person, ...)."""
+
+    __table__: ClassVar[FromClause] = Table(
+        "entities",
+        Base.metadata,
+        Column("id", Integer, primary_key=True),
+        Column("ref", String(200), nullable=False, unique=True),
+        Column("workflow", String(40), nullable=False),
+        Column("state", String(60), nullable=False),
+        Column("version", Integer, nullable=False),
+        Column("scope", String(400), nullable=False, default=""),
+        Column("fiscal_year", Integer, nullable=True),
+        Column("attrs", Text, nullable=False, default="{}"),
+        Column("overdue_since", UTCDateTime, nullable=True),
+        Column("chain_len", Integer, nullable=False),
+        Column("chain_head", String(64), nullable=False),
+        Column("created_at", UTCDateTime, nullable=False),
+        Column("updated_at", UTCDateTime, nullable=False),
         Index(None, "workflow", "state"),
         Index(None, "fiscal_year"),
         CheckConstraint(state_check_sql(_builtin_pairs()), name="state"),
     )
 
 
-class EntityScope(Base):
+class EntityScope(_TableClass):
     """Which municipalities an entity belongs to (none: the whole region)."""
 
-    __tablename__ = "entity_scope"
-
-    entity_id: Mapped[int] = mapped_column(
-        ForeignKey("entities.id", ondelete="CASCADE"), primary_key=True
+    __table__: ClassVar[FromClause] = Table(
+        "entity_scope",
+        Base.metadata,
+        Column(
+            "entity_id",
+            Integer,
+            ForeignKey("entities.id", ondelete="CASCADE"),
+            primary_key=True,
+        ),
+        Column("municipality", String(6), primary_key=True, index=True),
     )
-    municipality: Mapped[str] = mapped_column(String(6), primary_key=True, index=True)
 
 
-class AuditLog(Base):
+class AuditLog(_TableClass):
     """One entry per transition, record, refusal or checkpoint. Append-only."""
 
-    __tablename__ = "audit_log"
-
-    seq: Mapped[int] = mapped_column(
-        BigInteger().with_variant(Integer, "sqlite"),
-        Sequence("audit_seq"),
-        primary_key=True,
-        autoincrement=False,
+    __table__: ClassVar[FromClause] = Table(
+        "audit_log",
+        Base.metadata,
+        Column("seq", _big_id(), Sequence("audit_seq"), primary_key=True, autoincrement=False),
+        Column("ref", String(200), nullable=False),
+        Column("entity_seq", Integer, nullable=False),
+        Column("kind", String(20), nullable=False),
+        Column("at", UTCDateTime, nullable=False, index=True),
+        Column("virtual_at", UTCDateTime, nullable=True),
+        Column("actor", String(64), nullable=False, index=True),
+        Column("role", String(20), nullable=False),
+        Column("fiscal_year", Integer, nullable=True),
+        Column("trigger", String(60), nullable=False),
+        Column("from_state", String(60), nullable=True),
+        Column("to_state", String(60), nullable=True),
+        Column("note", Text, nullable=True),
+        Column("data", Text, nullable=False),
+        Column("workflow_version", String(64), nullable=False),
+        Column("prev_hash", String(64), nullable=False),
+        Column("hash", String(64), nullable=False),
+        UniqueConstraint("ref", "entity_seq"),
     )
-    ref: Mapped[str] = mapped_column(String(200))
-    entity_seq: Mapped[int] = mapped_column(Integer)
-    kind: Mapped[str] = mapped_column(String(20))
-    at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
-    virtual_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    actor: Mapped[str] = mapped_column(String(64), index=True)
-    role: Mapped[str] = mapped_column(String(20))
-    fiscal_year: Mapped[int | None] = mapped_column(Integer)
-    trigger: Mapped[str] = mapped_column(String(60))
-    from_state: Mapped[str | None] = mapped_column(String(60))
-    to_state: Mapped[str | None] = mapped_column(String(60))
-    note: Mapped[str | None] = mapped_column(Text)
-    data: Mapped[str] = mapped_column(Text)
-    workflow_version: Mapped[str] = mapped_column(String(64))
-    prev_hash: Mapped[str] = mapped_column(String(64))
-    hash: Mapped[str] = mapped_column(String(64))
-
-    __table_args__ = (UniqueConstraint("ref", "entity_seq"),)
 
 
-class Outbox(Base):
+class Outbox(_TableClass):
     """Messages to deliver after commit (transition events, notifications)."""
 
-    __tablename__ = "outbox"
-
-    id: Mapped[int] = mapped_column(
-        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    __table__: ClassVar[FromClause] = Table(
+        "outbox",
+        Base.metadata,
+        Column("id", _big_id(), primary_key=True, autoincrement=True),
+        Column("audit_seq", _big_id(), nullable=True),
+        Column("channel", String(40), nullable=False),
+        Column("payload", Text, nullable=False),
+        Column("created_at", UTCDateTime, nullable=False),
+        Column("attempts", Integer, nullable=False, default=0),
+        Column("next_attempt_at", UTCDateTime, nullable=False),
+        Column("delivered_at", UTCDateTime, nullable=True),
+        Column("last_error", Text, nullable=True),
+        Column("done", Boolean, nullable=False, default=False),
+        Index(None, "done", "channel", "next_attempt_at"),
     )
-    audit_seq: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
-    channel: Mapped[str] = mapped_column(String(40))
-    payload: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    last_error: Mapped[str | None] = mapped_column(Text)
-    done: Mapped[bool] = mapped_column(Boolean, default=False)
-
-    __table_args__ = (Index(None, "done", "channel", "next_attempt_at"),)
 
 
-class Evaluation(Base):
+class Evaluation(_TableClass):
     """A measure's yearly evaluation (one per measure and fiscal year)."""
 
-    __tablename__ = "evaluations"
-
-    entity_id: Mapped[int] = mapped_column(
-        ForeignKey("entities.id", ondelete="CASCADE"), primary_key=True
+    __table__: ClassVar[FromClause] = Table(
+        "evaluations",
+        Base.metadata,
+        Column(
+            "entity_id",
+            Integer,
+            ForeignKey("entities.id", ondelete="CASCADE"),
+            primary_key=True,
+        ),
+        Column("fiscal_year", Integer, primary_key=True),
+        Column("rating", String(20), nullable=False),
+        Column("actual", Float, nullable=True),
+        Column("comment", Text, nullable=False, default=""),
+        Column("recorded_by", String(64), nullable=False),
+        Column("recorded_at", UTCDateTime, nullable=False),
     )
-    fiscal_year: Mapped[int] = mapped_column(Integer, primary_key=True)
-    rating: Mapped[str] = mapped_column(String(20))
-    actual: Mapped[float | None] = mapped_column(Float)
-    comment: Mapped[str] = mapped_column(Text, default="")
-    recorded_by: Mapped[str] = mapped_column(String(64))
-    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
-class Member(Base):
+class Member(_TableClass):
     """A member municipality of the plan, with the fiscal years of its membership."""
 
-    __tablename__ = "members"
+    __table__: ClassVar[FromClause] = Table(
+        "members",
+        Base.metadata,
+        Column("code", String(6), primary_key=True),
+        Column("name_ja", String(100), nullable=False),
+        Column("name_en", String(100), nullable=False),
+        Column("joined", Integer, nullable=False),
+        Column("left", Integer, nullable=True),
+    )
 
-    code: Mapped[str] = mapped_column(String(6), primary_key=True)
-    name_ja: Mapped[str] = mapped_column(String(100))
-    name_en: Mapped[str] = mapped_column(String(100))
-    joined: Mapped[int] = mapped_column(Integer)
-    left: Mapped[int | None] = mapped_column(Integer)
 
-
-class DueFiring(Base):
+class DueFiring(_TableClass):
     """A firing the yearly schedule made due, under its idempotency key."""
 
-    __tablename__ = "due_firings"
+    __table__: ClassVar[FromClause] = Table(
+        "due_firings",
+        Base.metadata,
+        Column("key", String(300), primary_key=True),
+        Column("fiscal_year", Integer, nullable=False),
+        Column("action", String(20), nullable=False),
+        Column("step", String(60), nullable=True),
+        Column("ref", String(200), nullable=True),
+        Column("trigger", String(60), nullable=True),
+        Column("states", String(200), nullable=False),
+        Column("due_at", UTCDateTime, nullable=False),
+        Column("order_no", Integer, nullable=False),
+        Column("status", String(10), nullable=False),
+        Column("done_at", UTCDateTime, nullable=True),
+        Column("outcome", Text, nullable=True),
+        Index(None, "status", "due_at"),
+    )
 
-    key: Mapped[str] = mapped_column(String(300), primary_key=True)
-    fiscal_year: Mapped[int] = mapped_column(Integer)
-    action: Mapped[str] = mapped_column(String(20))
-    step: Mapped[str | None] = mapped_column(String(60))
-    ref: Mapped[str | None] = mapped_column(String(200))
-    trigger: Mapped[str | None] = mapped_column(String(60))
-    states: Mapped[str] = mapped_column(String(200))
-    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    order_no: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(10))
-    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    outcome: Mapped[str | None] = mapped_column(Text)
 
-    __table_args__ = (Index(None, "status", "due_at"),)
-
-
-class Setting(Base):
+class Setting(_TableClass):
     """Facts about the database itself (created when, by which version, simulation or not)."""
 
-    __tablename__ = "settings"
-
-    key: Mapped[str] = mapped_column(String(60), primary_key=True)
-    value: Mapped[str] = mapped_column(Text)
+    __table__: ClassVar[FromClause] = Table(
+        "settings",
+        Base.metadata,
+        Column("key", String(60), primary_key=True),
+        Column("value", Text, nullable=False),
+    )
