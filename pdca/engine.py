@@ -228,6 +228,7 @@ class Engine(EngineCore):
         virtual_now: datetime | None = None,
     ) -> None:
         self._plan_cache: tuple[str, Plan] | None = None
+        self._schedule_from: int | None = None
         self._tick_people: dict[str | None, list[tuple[str, str | None]]] | None = None
         super().__init__(
             db,
@@ -963,6 +964,8 @@ class Engine(EngineCore):
         """The first fiscal year the scheduler looks after (fixed by its first tick)."""
         from .calendar import fiscal_year_of
 
+        if self._schedule_from is not None:
+            return self._schedule_from  # stored once, never changed
         with self._writing("settings", "tick") as conn:
             first = fiscal_year_of(at)
             insert: sa.Insert
@@ -973,9 +976,10 @@ class Engine(EngineCore):
             else:
                 insert = _SET.insert().prefix_with("OR IGNORE")
             conn.execute(insert, {"key": "schedule_from", "value": str(first)})
-            return int(conn.execute(
+            self._schedule_from = int(conn.execute(
                 sa.select(_SET.c.value).where(_SET.c.key == "schedule_from")
             ).scalar_one())
+            return self._schedule_from
 
     def _tick_time(self, at: datetime | None) -> datetime:
         now = self.now()
@@ -1020,9 +1024,7 @@ class Engine(EngineCore):
         first = self._schedule_start(at)
         # Only what became due since the last tick stored its firings is computed and
         # stored (the rows are the memory of the rest); the pending rows are then done.
-        since = self._dues_stored_until()
-        if since is None or since < at:
-            self._store_due(schedule.due_between(plan, first, since, at), at)
+        self._store_due_since(plan, first, at)
         with database.storage_errors("reading due firings"), database.read_transaction(
             self._db
         ) as conn:
@@ -1080,60 +1082,69 @@ class Engine(EngineCore):
             reports.append(self.tick(until, notifier=notifier))
         return reports
 
-    def _dues_stored_until(self) -> datetime | None:
-        with database.storage_errors("reading settings"), database.read_transaction(
-            self._db
-        ) as conn:
-            value = conn.execute(
-                sa.select(_SET.c.value).where(_SET.c.key == DUES_STORED_UNTIL)
-            ).scalar_one_or_none()
-        return None if value is None else datetime.fromisoformat(value)
+    def _store_due_since(self, plan: Plan, first: int, until: datetime) -> None:
+        """Store what became due after the moment up to which firings are stored, and up
+        to ``until``, and move that moment to ``until``: one transaction."""
+        from . import schedule
 
-    def _store_due(self, dues: Sequence[Due], until: datetime) -> None:
         with self._writing("due_firings", "tick") as conn:
-            # Two schedulers may store at once: the setting is created if missing, then
-            # read under lock and only ever moved forward.
-            insert: sa.Insert
-            if self._pg:
-                from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-                insert = pg_insert(_SET).on_conflict_do_nothing(index_elements=["key"])
-            else:
-                insert = _SET.insert().prefix_with("OR IGNORE")
-            conn.execute(insert, {"key": DUES_STORED_UNTIL,
-                                  "value": until.astimezone(UTC).isoformat()})
             read = sa.select(_SET.c.value).where(_SET.c.key == DUES_STORED_UNTIL)
             if self._pg:
                 read = read.with_for_update()
-            stored = conn.execute(read).scalar_one()
-            if datetime.fromisoformat(stored) < until:
-                conn.execute(_SET.update().where(_SET.c.key == DUES_STORED_UNTIL).values(
-                    value=until.astimezone(UTC).isoformat()))
-            if not dues:
+            stored = conn.execute(read).scalar_one_or_none()
+            since = None if stored is None else datetime.fromisoformat(stored)
+            if since is not None and since >= until:
                 return
-            existing: set[str] = set()
-            keys = [d.key for d in dues]
-            for start in range(0, len(keys), 500):
-                existing.update(
-                    r.key for r in conn.execute(
-                        sa.select(_DUE.c.key).where(_DUE.c.key.in_(keys[start:start + 500])))
-                )
-            rows = [
-                {"key": d.key, "fiscal_year": d.fiscal_year, "action": d.action,
-                 "step": d.step, "ref": d.ref, "trigger": d.trigger,
-                 "states": ";".join(d.states), "due_at": d.at, "order_no": d.order,
-                 "status": "pending", "done_at": None, "outcome": None}
-                for d in dues if d.key not in existing
-            ]
-            if not rows:
-                return
-            if self._pg:
-                from sqlalchemy.dialects.postgresql import insert as pg_insert
+            self._store_due_in(conn, schedule.due_between(plan, first, since, until), until)
 
-                insert = pg_insert(_DUE).on_conflict_do_nothing(index_elements=["key"])
-            else:
-                insert = _DUE.insert().prefix_with("OR IGNORE")
-            conn.execute(insert, rows)
+    def _store_due(self, dues: Sequence[Due], until: datetime) -> None:
+        with self._writing("due_firings", "tick") as conn:
+            self._store_due_in(conn, dues, until)
+
+    def _store_due_in(self, conn: Connection, dues: Sequence[Due], until: datetime) -> None:
+        # Two schedulers may store at once: the setting is created if missing, then read
+        # under lock and only ever moved forward; due rows already there are left alone.
+        insert: sa.Insert
+        if self._pg:
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            insert = pg_insert(_SET).on_conflict_do_nothing(index_elements=["key"])
+        else:
+            insert = _SET.insert().prefix_with("OR IGNORE")
+        conn.execute(insert, {"key": DUES_STORED_UNTIL,
+                              "value": until.astimezone(UTC).isoformat()})
+        read = sa.select(_SET.c.value).where(_SET.c.key == DUES_STORED_UNTIL)
+        if self._pg:
+            read = read.with_for_update()
+        stored = conn.execute(read).scalar_one()
+        if datetime.fromisoformat(stored) < until:
+            conn.execute(_SET.update().where(_SET.c.key == DUES_STORED_UNTIL).values(
+                value=until.astimezone(UTC).isoformat()))
+        if not dues:
+            return
+        existing: set[str] = set()
+        keys = [d.key for d in dues]
+        for start in range(0, len(keys), 500):
+            existing.update(
+                r.key for r in conn.execute(
+                    sa.select(_DUE.c.key).where(_DUE.c.key.in_(keys[start:start + 500])))
+            )
+        rows = [
+            {"key": d.key, "fiscal_year": d.fiscal_year, "action": d.action,
+             "step": d.step, "ref": d.ref, "trigger": d.trigger,
+             "states": ";".join(d.states), "due_at": d.at, "order_no": d.order,
+             "status": "pending", "done_at": None, "outcome": None}
+            for d in dues if d.key not in existing
+        ]
+        if not rows:
+            return
+        if self._pg:
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            insert = pg_insert(_DUE).on_conflict_do_nothing(index_elements=["key"])
+        else:
+            insert = _DUE.insert().prefix_with("OR IGNORE")
+        conn.execute(insert, rows)
 
     def _run_due_batch(self, plan: Plan, dues: Sequence[Due]) -> list[Firing]:
         """Due firings, in schedule order, each claimed and carried out exactly once; a
