@@ -64,6 +64,9 @@ MAX_NOTE = 4000
 
 TransitionCallback = Callable[[Transition], None]
 Clock = Callable[[], datetime]
+#: What a single entity's write runs on: SQLAlchemy's Connection, or a pooled connection's
+#: driver alone (a plain fire on SQLite, see EngineCore._on_driver).
+_Conn = Connection | database.DriverConnection
 
 
 #: The PostgreSQL advisory lock that orders sequence numbers against checkpoints.
@@ -149,7 +152,7 @@ class _Context:
 
     def __init__(
         self,
-        conn: Connection,
+        conn: _Conn,
         now: datetime,
         queries: Mapping[str, Any],
         bulk: _Bulk | None = None,
@@ -168,6 +171,8 @@ class _Context:
             func = self._queries[name]
         except KeyError:
             raise PdcaError(f"no query named {name!r} is available to guards") from None
+        if not isinstance(self._conn, Connection):  # pragma: no cover - see _on_driver
+            raise PdcaError("a transition without guards or conditions ran a query")
         if self._bulk is not None:
             self._bulk.flush()  # a guard reads what this transaction wrote so far
         return func(self._conn, **params)
@@ -294,6 +299,26 @@ class _Creation:
     fiscal_year: int | None
     data_json: str
     note: str | None
+
+
+def _write_error(exc: sa.exc.SQLAlchemyError, ref: str, trigger: str) -> PdcaError:
+    """What a write transaction's database error means: lock conflicts become
+    :class:`ConcurrentTransition`, a duplicate created at once :class:`DuplicateEntity`."""
+    if isinstance(exc, sa.exc.DBAPIError):
+        if database.is_unique_violation(exc) and "entities" in str(exc.orig) and (
+            "ref" in str(exc.orig)
+        ):
+            # Two writers created the same entity at once: the loser's is a duplicate.
+            return DuplicateEntity(ref)
+        if database.is_lock_conflict(exc) or database.is_unique_violation(exc):
+            return ConcurrentTransition(
+                ref=ref,
+                trigger=trigger,
+                state="unknown",
+                detail="another change to it is in progress",
+            )
+        return StorageError(f"{trigger} {ref} failed: {database.describe_driver_error(exc)}")
+    return StorageError(f"{trigger} {ref} failed: {exc}")
 
 
 def _split_scope(scope: str) -> tuple[str, ...]:
@@ -500,7 +525,7 @@ class EngineCore:
             stmt = stmt.where(_E.c.ref == sa.bindparam("ref"))
         return stmt
 
-    def _lock(self, conn: Connection, ref: str, actor: str | None = None) -> _Locked | None:
+    def _lock(self, conn: _Conn, ref: str, actor: str | None = None) -> _Locked | None:
         row = self._lock_driver.one_or_none(
             conn, {"ref": ref, "actor_ref": f"person:{actor}" if actor else ""}
         )
@@ -574,7 +599,7 @@ class EngineCore:
 
     def _append(
         self,
-        conn: Connection,
+        conn: _Conn,
         *,
         seq: int,
         ref: str,
@@ -627,7 +652,7 @@ class EngineCore:
 
     def _append_to(
         self,
-        conn: Connection,
+        conn: _Conn,
         row: _Locked,
         *,
         kind: str,
@@ -689,6 +714,7 @@ class EngineCore:
                 row.attrs = dict(attrs)
             return digest
         if scope is not None:
+            assert isinstance(conn, Connection), "a scope change goes through SQLAlchemy"
             moved = conn.execute(
                 self._move_head[(transition, attrs is not None)].values(scope=";".join(scope)),
                 params,
@@ -703,7 +729,7 @@ class EngineCore:
 
     def _audit_refusal(
         self,
-        conn: Connection,
+        conn: _Conn,
         row: _Locked,
         who: _Actor,
         trigger: str,
@@ -745,24 +771,32 @@ class EngineCore:
                     yield conn
                 finally:
                     self._pinned.now = outer
-        except sa.exc.DBAPIError as exc:
-            if database.is_unique_violation(exc) and "entities" in str(exc.orig) and (
-                "ref" in str(exc.orig)
-            ):
-                # Two writers created the same entity at once: the loser's is a duplicate.
-                raise DuplicateEntity(ref) from exc
-            if database.is_lock_conflict(exc) or database.is_unique_violation(exc):
-                raise ConcurrentTransition(
-                    ref=ref,
-                    trigger=trigger,
-                    state="unknown",
-                    detail="another change to it is in progress",
-                ) from exc
-            raise StorageError(
-                f"{trigger} {ref} failed: {database.describe_driver_error(exc)}"
-            ) from exc
         except sa.exc.SQLAlchemyError as exc:
-            raise StorageError(f"{trigger} {ref} failed: {exc}") from exc
+            raise _write_error(exc, ref, trigger) from exc
+
+    @contextlib.contextmanager
+    def _writing_on_driver(self, ref: str, trigger: str) -> Iterator[database.DriverConnection]:
+        """:meth:`_writing` for a transaction that runs nothing but DriverStatements (SQLite,
+        no simulation clock): on the driver of a pooled connection, without SQLAlchemy's
+        Connection (see :meth:`_on_driver`)."""
+        try:
+            with database.driver_write_transaction(self._db) as conn:
+                yield conn
+        except sa.exc.SQLAlchemyError as exc:
+            raise _write_error(exc, ref, trigger) from exc
+
+    def _on_driver(self, request: _FireRequest) -> bool:
+        """Whether firing ``request`` can run on the driver alone: everything it may do
+        then goes through the hot DriverStatements. Not when a guard or condition may query
+        the database, a subscriber's outbox message is written, a simulation's clock is read
+        in the transaction, or listeners watch SQLAlchemy's connections."""
+        return (
+            request.plain
+            and not self._pg
+            and not self.simulation
+            and not self._subscribers
+            and not database.listened(self._db)
+        )
 
     def _parse(self, ref: str) -> tuple[Ref, Workflow]:
         if not isinstance(ref, str):
@@ -808,7 +842,12 @@ class EngineCore:
         or an :class:`~pdca.InvalidInput` (nothing written).
         """
         request = self._prepare_fire(ref, trigger, note, data)
-        with self._writing(request.ref, trigger) as conn:
+        writing: contextlib.AbstractContextManager[_Conn] = (
+            self._writing_on_driver(request.ref, trigger)
+            if self._on_driver(request)
+            else self._writing(request.ref, trigger)
+        )
+        with writing as conn:
             row = self._lock(conn, request.ref, actor)
             if row is None:
                 raise UnknownReference(request.ref)
@@ -891,7 +930,7 @@ class EngineCore:
 
     def _fire_in(
         self,
-        conn: Connection,
+        conn: _Conn,
         request: _FireRequest,
         who: _Actor,
         expected_version: int | None,
@@ -966,7 +1005,7 @@ class EngineCore:
 
     def _commit_transition(
         self,
-        conn: Connection,
+        conn: _Conn,
         row: _Locked,
         spec: TransitionSpec,
         subject: Subject,
@@ -1008,7 +1047,9 @@ class EngineCore:
             data=dict(clean),
             hash=digest,
         )
-        if self._subscribers:
+        # On the driver alone only when nobody subscribed as the fire began (_on_driver):
+        # one subscribing meanwhile gets the events of the fires that begin after.
+        if self._subscribers and isinstance(conn, Connection):
             self._enqueue(conn, result, now)
         return result
 
@@ -1553,7 +1594,7 @@ class EngineCore:
 
     def _allowed(
         self,
-        conn: Connection,
+        conn: _Conn,
         row: _Locked,
         who: _Actor | None,
         now: datetime,
@@ -1565,7 +1606,7 @@ class EngineCore:
 
     def _allowed_and_blocked(
         self,
-        conn: Connection,
+        conn: _Conn,
         row: _Locked,
         who: _Actor | None,
         now: datetime,

@@ -146,6 +146,13 @@ class DriverConnection:
         self.connection.invalidate(exception)
 
 
+def listened(engine: Engine) -> bool:
+    """Whether anyone listens to the engine's connection events (execution, begin, commit,
+    ...) or to its dialect's errors: then its transactions should run on SQLAlchemy's
+    Connection, where the listeners see them, not in a :func:`driver_write_transaction`."""
+    return bool(engine._has_events or engine.dialect.dispatch.handle_error)
+
+
 @contextlib.contextmanager
 def driver_write_transaction(engine: Engine) -> Iterator[DriverConnection]:
     """One SQLite write transaction (``BEGIN IMMEDIATE``) run on a pooled connection's
