@@ -186,31 +186,47 @@ def measure_status(url: str, fy: int, repeat: int) -> dict[str, Any]:
 
 
 def rollover_child(url: str, at: str) -> dict[str, Any]:
-    """(In a process of its own.) The tick of 1 April: what it wrote, its time and peak
-    memory."""
+    """(In a process of its own.) The tick of 1 April, as the daemon makes it: the engine
+    open and the plan's schedule loaded first (a daemon has them), then the due firings
+    carried out with their notices queued (``deliver=False``), then the notices sent, each
+    timed; what it wrote; the peak memory of the process."""
     import pdca
 
+    moment = datetime.fromisoformat(at)
     engine = pdca.Engine.open(url)
     try:
+        started = time.perf_counter()
+        engine.due(moment)  # the plan read and its schedule computed, as a daemon has them
+        warm = time.perf_counter() - started
         with engine._db.connect() as conn:
             before = int(conn.execute(sa.text("SELECT coalesce(max(seq), 0) FROM audit_log"))
                          .scalar_one())
+            outbox_before = int(conn.execute(sa.text("SELECT coalesce(max(id), 0) FROM outbox"))
+                                .scalar_one())
         start = time.perf_counter()
-        report = engine.tick(datetime.fromisoformat(at))
+        report = engine.tick(moment, deliver=False)
         seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        sent, _ = engine.deliver_notifications()
+        delivery = time.perf_counter() - start
         with engine._db.connect() as conn:
             entries = int(conn.execute(sa.text("SELECT count(*) FROM audit_log WHERE seq > :s"),
                                        {"s": before}).scalar_one())
     finally:
         engine.close()
     return {"seconds": seconds, "firings": len(report.firings), "entries": entries,
-            "seq_before": before, "peak_rss_mb": round(_peak_rss_mb(), 1)}
+            "seq_before": before, "outbox_before": outbox_before,
+            "keys": [f.key for f in report.firings], "load_seconds": warm,
+            "notices": sent, "delivery_seconds": delivery,
+            "peak_rss_mb": round(_peak_rss_mb(), 1)}
 
 
-def rollover_baseline_child(url: str, seq_before: int) -> dict[str, Any]:
+def rollover_baseline_child(url: str, seq_before: int, outbox_before: int = 0,
+                            keys_file: str | None = None) -> dict[str, Any]:
     """(In a process of its own.) executemany of the rows the rollover wrote: its audit
-    entries and the entity rows it created or moved, into copies of the two tables with no
-    trigger and no index beyond the primary key, in one transaction."""
+    entries, the entity rows it created or moved, the notices it queued and the due rows it
+    marked done, into copies of those tables with no trigger and no index beyond the
+    primary key, in one transaction."""
     db = sa.create_engine(bench_fire.sa_url(url))
     meta = sa.MetaData()
     audit = sa.Table("rollover_audit", meta, *(c._copy() for c in bench_fire.BENCH_AUDIT.c))
@@ -229,6 +245,22 @@ def rollover_baseline_child(url: str, seq_before: int) -> dict[str, Any]:
                 rows += [dict(r._mapping) for r in conn.execute(
                     sa.text("SELECT * FROM entities WHERE ref IN :refs").bindparams(
                         sa.bindparam("refs", expanding=True)), {"refs": refs[i:i + 500]})]
+            from pdca.storage.models import DueFiring, Outbox
+
+            outbox, due = Outbox.__table__, DueFiring.__table__
+            notices = [dict(r._mapping) for r in conn.execute(
+                sa.select(outbox).where(outbox.c.id > outbox_before))]
+            keys = json.loads(Path(keys_file).read_text()) if keys_file else []
+            dues = []
+            for i in range(0, len(keys), 500):
+                dues += [dict(r._mapping) for r in conn.execute(
+                    sa.select(due).where(due.c.key.in_(keys[i:i + 500])))]
+
+        for name, model in (("rollover_outbox", Outbox), ("rollover_due", DueFiring)):
+            sa.Table(name, meta, *(sa.Column(c.name, c.type, primary_key=c.primary_key,
+                                             autoincrement=False, nullable=c.nullable)
+                                   for c in model.__table__.c))
+        meta.create_all(db)
         audit_rows = [{k: v for k, v in e.items() if k != "seq"} for e in entries]
         for r in rows:
             for key in ("created_at", "updated_at", "overdue_since"):
@@ -242,11 +274,16 @@ def rollover_baseline_child(url: str, seq_before: int) -> dict[str, Any]:
         with db.begin() as conn:
             conn.execute(audit.insert(), audit_rows)
             conn.execute(entities.insert(), rows)
+            if notices:
+                conn.execute(meta.tables["rollover_outbox"].insert(), notices)
+            if dues:
+                conn.execute(meta.tables["rollover_due"].insert(), dues)
         seconds = time.perf_counter() - start
         meta.drop_all(db)
     finally:
         db.dispose()
     return {"seconds": seconds, "audit_rows": len(audit_rows), "entity_rows": len(rows),
+            "notice_rows": len(notices), "due_rows": len(dues),
             "peak_rss_mb": round(_peak_rss_mb(), 1)}
 
 
@@ -415,9 +452,15 @@ def bench_database(kind: str, size: str, server_url: str | None, *, repeat: int,
 
         def at_rollover(at: datetime) -> None:
             _log(f"{kind}: the 1 April rollover of FY{at.year}")
-            rollover["engine"] = _child(["_rollover", url, at.isoformat()])
-            rollover["baseline"] = _child(["_rollover_baseline", url,
-                                           str(rollover["engine"]["seq_before"])])
+            rollover["engine"] = engine = _child(["_rollover", url, at.isoformat()])
+            with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as keys:
+                json.dump(engine.pop("keys"), keys)
+            try:
+                rollover["baseline"] = _child(["_rollover_baseline", url,
+                                               str(engine["seq_before"]),
+                                               str(engine["outbox_before"]), keys.name])
+            finally:
+                os.unlink(keys.name)
 
         _log(f"{kind}: generating {municipalities} x {measures} x {years}")
         # The generator alone writes without waiting for each commit to reach the disk
@@ -437,7 +480,10 @@ def bench_database(kind: str, size: str, server_url: str | None, *, repeat: int,
                 "engine_seconds": round(e["seconds"], 4),
                 "baseline_seconds": round(b["seconds"], 4), "ratio": round(ratio, 3),
                 "firings": e["firings"], "audit_entries": e["entries"],
-                "baseline_rows": b["audit_rows"] + b["entity_rows"],
+                "baseline_rows": b["audit_rows"] + b["entity_rows"] + b["notice_rows"]
+                + b["due_rows"],
+                "schedule_load_seconds": round(e["load_seconds"], 4),
+                "notices": e["notices"], "delivery_seconds": round(e["delivery_seconds"], 4),
                 "peak_rss_mb": e["peak_rss_mb"],
                 "targets_met": ratio >= TARGETS["rollover_ratio"]
                 and e["peak_rss_mb"] < TARGETS["rollover_peak_rss_mb"],
@@ -553,7 +599,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(rollover_child(raw[1], raw[2])))
         return 0
     if raw and raw[0] == "_rollover_baseline":
-        print(json.dumps(rollover_baseline_child(raw[1], int(raw[2]))))
+        print(json.dumps(rollover_baseline_child(raw[1], int(raw[2]), int(raw[3]), raw[4])))
         return 0
     args = parse_args(raw)
     report = run(args)

@@ -71,6 +71,9 @@ STAFF = frozenset({Role.STAFF})
 #: national plan makes thousands due at once, and a commit per firing would dominate; a
 #: killed scheduler loses at most one batch of work (redone at its restart).
 DUE_BATCH = 50
+#: A large backlog (a national rollover) is cut into this many batches at most, so that
+#: the commits do not dominate; a crash then loses at most this share of it (redone).
+DUE_BATCHES = 20
 #: The settings key of the moment up to which the schedule's firings are stored as rows.
 DUES_STORED_UNTIL = "dues_stored_until"
 
@@ -1009,10 +1012,12 @@ class Engine(EngineCore):
         *,
         notifier: Notifier | None = None,
         progress: Callable[[int, int], None] | None = None,
+        deliver: bool = True,
     ) -> TickReport:
         """Carry out everything the schedule made due up to ``at`` (default: now), in
         schedule order, each exactly once however often and from however many processes
-        this runs. Then send the queued notices.
+        this runs. Then send the queued notices (unless ``deliver`` is false: they stay
+        queued for :meth:`deliver_notifications`, e.g. on a job of their own).
 
         On a normal database ``at`` may not be later than now; on a simulation database it
         moves the virtual clock forward (never back).
@@ -1036,15 +1041,19 @@ class Engine(EngineCore):
         firings: list[Firing] = []
         self._tick_people = None
         try:
-            for start in range(0, len(todo), DUE_BATCH):
-                batch = todo[start:start + DUE_BATCH]
+            size = max(DUE_BATCH, len(todo) // DUE_BATCHES)
+            for start in range(0, len(todo), size):
+                batch = todo[start:start + size]
                 firings.extend(self._run_due_batch(plan, batch))
                 if progress is not None:  # once per firing, after its batch committed
                     for n in range(start, start + len(batch)):
                         progress(n + 1, len(todo))
         finally:
             self._tick_people = None
-        sent, queued = self.deliver_notifications(notifier)
+        if deliver:
+            sent, queued = self.deliver_notifications(notifier)
+        else:
+            sent, queued = 0, self._queued_notices()
         if log.enabled():
             self._log.info("tick", at=at.isoformat(), fired=len(firings), notices=sent,
                            simulation=self.simulation)
@@ -1342,6 +1351,9 @@ class Engine(EngineCore):
                 sent += 1
             if len(claimed) < 100:
                 break
+        return sent, self._queued_notices()
+
+    def _queued_notices(self) -> int:
         with database.storage_errors("counting notices"), database.read_transaction(
             self._db
         ) as conn:
@@ -1349,7 +1361,7 @@ class Engine(EngineCore):
                 sa.select(sa.func.count()).select_from(_O).where(
                     _O.c.channel == CHANNEL_NOTICE, _O.c.done.is_(False))
             ).scalar_one()
-        return sent, int(queued)
+        return int(queued)
 
     # ------------------------------------------------------------------ the dashboard
 
