@@ -98,6 +98,17 @@ def counts(url: str) -> tuple[int, int]:
     return int(entries), int(entities)
 
 
+def _analyze(engine: Engine) -> None:
+    """Refresh PostgreSQL's planner statistics once a year, as autovacuum does on a server
+    that runs it (a test server may not: without statistics, lookups by a list of
+    references become scans of the whole table as it grows)."""
+    if engine.dialect != "postgresql":
+        return
+    with engine._db.connect() as conn:
+        conn.execute(sa.text("ANALYZE"))
+        conn.commit()
+
+
 def _moment(y: int, m: int, d: int) -> datetime:
     return start_of_day(date(y, m, d)).astimezone(UTC)
 
@@ -176,7 +187,6 @@ def generate(
                 engine.create_many(chunk, actor=ADMIN)
 
         with timer("setup"):
-
             setup()
         plan = engine.plan
         sectors = plan.sector_ids
@@ -207,6 +217,8 @@ def generate(
             if year <= last_fy:
                 with timer("measures"):
                     create_wave(year)
+                with timer("analyze"):
+                    _analyze(engine)
 
             def confirm(year: int = year, check: int = check) -> None:
                 for c in codes:
@@ -221,7 +233,6 @@ def generate(
                         engine.fire_many(requests, actor=staff[c])
 
             with timer("staff"):
-
                 confirm()
             if check < FIRST_FY:
                 with timer("scheduler"):
@@ -229,7 +240,6 @@ def generate(
                 continue
 
             with timer("scheduler"):
-
                 engine.tick(_moment(year, 7, 10))
             inventory = plan.inventory_year(check)
 
@@ -246,7 +256,6 @@ def generate(
                     engine.fire(f"cycle:{c}:{check}", "submit_emissions", actor=staff[c])
 
             with timer("emissions"):
-
                 emissions()
             with timer("scheduler"):
                 engine.tick(_moment(year, 8, 10))
@@ -263,7 +272,6 @@ def generate(
                     engine.fire(f"cycle:{c}:{check}", "finish_evaluation", actor=staff[c])
 
             with timer("evaluations"):
-
                 evaluate()
             with timer("scheduler"):
                 engine.tick(_moment(year, 10, 10))
@@ -273,7 +281,6 @@ def generate(
                     engine.fire(f"cycle:{c}:{check}", "report_internally", actor=staff[c])
 
             with timer("staff"):
-
                 report()
 
             def region(year: int = year, check: int = check) -> None:
@@ -301,7 +308,6 @@ def generate(
                 engine.tick(_moment(year + 1, 3, 1))
 
             with timer("region"):
-
                 region()
 
             def close(check: int = check) -> None:
@@ -309,8 +315,9 @@ def generate(
                     engine.fire(f"cycle:{c}:{check}", "close", actor=staff[c])
 
             with timer("staff"):
-
                 close()
+            with timer("analyze"):
+                _analyze(engine)
         with timer("checkpoint"):
             engine.checkpoint(actor=ADMIN)
     finally:
