@@ -54,13 +54,15 @@ def _measures_of(conn: Connection, municipality: str, fiscal_year: int
     year_end = start_of_day(date(fiscal_year + 1, 4, 1))
     rows: list[tuple[int, str, str]] = []
     for chunk in _chunks(_scoped_ids(conn, municipality)):
+        # Looked up by id alone, the workflow checked here: with `workflow = 'measure'` in
+        # the query SQLite walks every measure of the country through that index instead.
         rows.extend(
             (r.id, r.ref, r.attrs)
             for r in conn.execute(
-                sa.select(_E.c.id, _E.c.ref, _E.c.attrs).where(
-                    _E.c.id.in_(chunk), _E.c.workflow == "measure", _E.c.created_at < year_end
-                )
+                sa.select(_E.c.id, _E.c.ref, _E.c.attrs, _E.c.workflow, _E.c.created_at)
+                .where(_E.c.id.in_(chunk))
             )
+            if r.workflow == "measure" and r.created_at < year_end
         )
     return sorted(rows, key=lambda r: r[1])
 
