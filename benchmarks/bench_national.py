@@ -45,7 +45,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 
@@ -227,64 +227,47 @@ def rollover_baseline_child(url: str, seq_before: int, outbox_before: int = 0,
     entries, the entity rows it created or moved, the notices it queued and the due rows it
     marked done, into copies of those tables with no trigger and no index beyond the
     primary key, in one transaction."""
+    from pdca.storage.models import AuditLog, DueFiring, Entity, Outbox
+
     db = sa.create_engine(bench_fire.sa_url(url))
+    log, entity, outbox, due = (cast(sa.Table, m.__table__)
+                                for m in (AuditLog, Entity, Outbox, DueFiring))
     meta = sa.MetaData()
-    audit = sa.Table("rollover_audit", meta, *(c._copy() for c in bench_fire.BENCH_AUDIT.c))
-    entities = sa.Table("rollover_entities", meta,
-                        *(c._copy() for c in bench_fire.BENCH_ENTITIES.c))
+    copies = {
+        source.name: sa.Table(f"rollover_{source.name}", meta, *(
+            sa.Column(c.name, c.type, primary_key=c.primary_key, autoincrement=False,
+                      nullable=c.nullable) for c in source.c))
+        for source in (log, entity, outbox, due)
+    }
+    keys = json.loads(Path(keys_file).read_text()) if keys_file else []
+
+    def by_chunks(table: Any, column: Any, values: list[Any]) -> list[dict[str, Any]]:
+        return [dict(r._mapping) for i in range(0, len(values), 500)
+                for r in conn.execute(sa.select(table).where(column.in_(values[i:i + 500])))]
+
     try:
         meta.drop_all(db)
         meta.create_all(db)
-        with db.connect() as conn:
-            entries = [dict(r._mapping) for r in conn.execute(
-                sa.text("SELECT * FROM audit_log WHERE seq > :s ORDER BY seq"),
-                {"s": seq_before})]
-            refs = sorted({e["ref"] for e in entries})
-            rows = []
-            for i in range(0, len(refs), 500):
-                rows += [dict(r._mapping) for r in conn.execute(
-                    sa.text("SELECT * FROM entities WHERE ref IN :refs").bindparams(
-                        sa.bindparam("refs", expanding=True)), {"refs": refs[i:i + 500]})]
-            from pdca.storage.models import DueFiring, Outbox
-
-            outbox, due = Outbox.__table__, DueFiring.__table__
-            notices = [dict(r._mapping) for r in conn.execute(
+        with db.connect() as conn:  # read through the models: values as the engine wrote
+            rows = {"audit_log": [dict(r._mapping) for r in conn.execute(
+                sa.select(log).where(log.c.seq > seq_before).order_by(log.c.seq))]}
+            rows["entities"] = by_chunks(entity, entity.c.ref,
+                                         sorted({e["ref"] for e in rows["audit_log"]}))
+            rows["outbox"] = [dict(r._mapping) for r in conn.execute(
                 sa.select(outbox).where(outbox.c.id > outbox_before))]
-            keys = json.loads(Path(keys_file).read_text()) if keys_file else []
-            dues = []
-            for i in range(0, len(keys), 500):
-                dues += [dict(r._mapping) for r in conn.execute(
-                    sa.select(due).where(due.c.key.in_(keys[i:i + 500])))]
-
-        for name, model in (("rollover_outbox", Outbox), ("rollover_due", DueFiring)):
-            sa.Table(name, meta, *(sa.Column(c.name, c.type, primary_key=c.primary_key,
-                                             autoincrement=False, nullable=c.nullable)
-                                   for c in model.__table__.c))
-        meta.create_all(db)
-        audit_rows = [{k: v for k, v in e.items() if k != "seq"} for e in entries]
-        for r in rows:
-            for key in ("created_at", "updated_at", "overdue_since"):
-                if isinstance(r.get(key), str):
-                    r[key] = datetime.fromisoformat(r[key]).replace(tzinfo=UTC)
-        for e in audit_rows:
-            for key in ("at", "virtual_at"):
-                if isinstance(e.get(key), str):
-                    e[key] = datetime.fromisoformat(e[key]).replace(tzinfo=UTC)
+            rows["due_firings"] = by_chunks(due, due.c.key, keys)
         start = time.perf_counter()
         with db.begin() as conn:
-            conn.execute(audit.insert(), audit_rows)
-            conn.execute(entities.insert(), rows)
-            if notices:
-                conn.execute(meta.tables["rollover_outbox"].insert(), notices)
-            if dues:
-                conn.execute(meta.tables["rollover_due"].insert(), dues)
+            for name, values in rows.items():
+                if values:
+                    conn.execute(copies[name].insert(), values)
         seconds = time.perf_counter() - start
         meta.drop_all(db)
     finally:
         db.dispose()
-    return {"seconds": seconds, "audit_rows": len(audit_rows), "entity_rows": len(rows),
-            "notice_rows": len(notices), "due_rows": len(dues),
-            "peak_rss_mb": round(_peak_rss_mb(), 1)}
+    return {"seconds": seconds, "audit_rows": len(rows["audit_log"]),
+            "entity_rows": len(rows["entities"]), "notice_rows": len(rows["outbox"]),
+            "due_rows": len(rows["due_firings"]), "peak_rss_mb": round(_peak_rss_mb(), 1)}
 
 
 def _size_mb(url: str) -> float:

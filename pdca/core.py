@@ -218,8 +218,7 @@ class _Bulk:
                 self._want = max(1, self._want - block)
             return self._pool.pop()
         if self._next is None:
-            self._next = int(self._conn.execute(
-                sa.select(sa.func.coalesce(sa.func.max(_A.c.seq), 0) + 1)).scalar_one())
+            self._next = self._core._next_seq(self._conn)
         value = self._next
         self._next += 1
         return value
@@ -319,6 +318,24 @@ def _write_error(exc: sa.exc.SQLAlchemyError, ref: str, trigger: str) -> PdcaErr
             )
         return StorageError(f"{trigger} {ref} failed: {database.describe_driver_error(exc)}")
     return StorageError(f"{trigger} {ref} failed: {exc}")
+
+
+def _locked_of(row: Any, workflow: Workflow) -> _Locked:
+    """An entity row (with the columns of ``entities``) as read under lock; ``next_seq``
+    is left 0 for the writer to number its entry."""
+    return _Locked(
+        id=row.id,
+        ref=row.ref,
+        workflow=workflow,
+        state=row.state,
+        version=row.version,
+        scope=_split_scope(row.scope),
+        fiscal_year=row.fiscal_year,
+        attrs=json.loads(row.attrs),
+        chain_len=row.chain_len,
+        chain_head=row.chain_head,
+        next_seq=0,
+    )
 
 
 def _split_scope(scope: str) -> tuple[str, ...]:
@@ -564,19 +581,7 @@ class EngineCore:
             if self._pg:
                 stmt = stmt.with_for_update()
             for row in conn.execute(stmt):
-                found[row.ref] = _Locked(
-                    id=row.id,
-                    ref=row.ref,
-                    workflow=self._registry.get(row.workflow),
-                    state=row.state,
-                    version=row.version,
-                    scope=_split_scope(row.scope),
-                    fiscal_year=row.fiscal_year,
-                    attrs=json.loads(row.attrs),
-                    chain_len=row.chain_len,
-                    chain_head=row.chain_head,
-                    next_seq=0,
-                )
+                found[row.ref] = _locked_of(row, self._registry.get(row.workflow))
         return found
 
     def _next_seq(self, conn: Connection) -> int:
@@ -1184,22 +1189,10 @@ class EngineCore:
         bulk = _Bulk(self, conn, len(todo))
         results = []
         rows = []
-        actor: _Actor | str = who.id if who.id == SYSTEM_ACTOR else who
         for item in todo:
             seq = bulk.take_seq()
-            digest = self._append(
-                conn, seq=seq, ref=item.ref, entity_seq=1, prev_hash=audit.GENESIS,
-                kind=audit.KIND_CREATE, at=now, actor=actor, trigger="create",
-                from_state=None, to_state=item.initial, note=item.note, data=item.data_json,
-                workflow_version=item.workflow.version, fiscal_year=item.fiscal_year,
-                bulk=bulk,
-            )
-            rows.append({
-                "ref": item.ref, "workflow": item.workflow.name, "state": item.initial,
-                "version": 1, "scope": ";".join(item.scope), "fiscal_year": item.fiscal_year,
-                "attrs": item.data_json, "overdue_since": None, "chain_len": 1,
-                "chain_head": digest, "created_at": now, "updated_at": now,
-            })
+            digest, row = self._creation_entry(conn, item, who, seq, now, bulk)
+            rows.append(row)
             results.append(self._created(item, who, seq, now, digest))
         bulk.flush()
         if self._subscribers:
@@ -1234,9 +1227,17 @@ class EngineCore:
             return _Actor(SYSTEM_ACTOR, Role.ADMIN, None)
         return self._actor(conn, actor)
 
-    def _insert_entity(
-        self, conn: Connection, item: _Creation, who: _Actor, seq: int, now: datetime
-    ) -> Transition:
+    def _creation_entry(
+        self,
+        conn: Connection,
+        item: _Creation,
+        who: _Actor,
+        seq: int,
+        now: datetime,
+        bulk: _Bulk | None = None,
+    ) -> tuple[str, dict[str, Any]]:
+        """Append the ``create`` entry that starts ``item``'s chain (collected by ``bulk``
+        if given); return its hash and the new entity's row."""
         digest = self._append(
             conn,
             seq=seq,
@@ -1253,24 +1254,29 @@ class EngineCore:
             data=item.data_json,
             workflow_version=item.workflow.version,
             fiscal_year=item.fiscal_year,
+            bulk=bulk,
         )
-        entity_id = conn.execute(
-            _E.insert().returning(_E.c.id),
-            {
-                "ref": item.ref,
-                "workflow": item.workflow.name,
-                "state": item.initial,
-                "version": 1,
-                "scope": ";".join(item.scope),
-                "fiscal_year": item.fiscal_year,
-                "attrs": item.data_json,
-                "overdue_since": None,
-                "chain_len": 1,
-                "chain_head": digest,
-                "created_at": now,
-                "updated_at": now,
-            },
-        ).scalar_one()
+        row = {
+            "ref": item.ref,
+            "workflow": item.workflow.name,
+            "state": item.initial,
+            "version": 1,
+            "scope": ";".join(item.scope),
+            "fiscal_year": item.fiscal_year,
+            "attrs": item.data_json,
+            "overdue_since": None,
+            "chain_len": 1,
+            "chain_head": digest,
+            "created_at": now,
+            "updated_at": now,
+        }
+        return digest, row
+
+    def _insert_entity(
+        self, conn: Connection, item: _Creation, who: _Actor, seq: int, now: datetime
+    ) -> Transition:
+        digest, row = self._creation_entry(conn, item, who, seq, now)
+        entity_id = conn.execute(_E.insert().returning(_E.c.id), row).scalar_one()
         if item.scope:
             conn.execute(
                 _S.insert(), [{"entity_id": entity_id, "municipality": m} for m in item.scope]
@@ -1656,19 +1662,7 @@ class EngineCore:
             if row is None:
                 raise UnknownReference(ref)
             who = None if actor is None else self._actor(conn, actor)
-            locked = _Locked(
-                id=row.id,
-                ref=ref,
-                workflow=workflow,
-                state=row.state,
-                version=row.version,
-                scope=_split_scope(row.scope),
-                fiscal_year=row.fiscal_year,
-                attrs=json.loads(row.attrs),
-                chain_len=row.chain_len,
-                chain_head=row.chain_head,
-                next_seq=0,
-            )
+            locked = _locked_of(row, workflow)
             allowed, blocked = self._allowed_and_blocked(
                 conn, locked, who, self._clock(), check_guards=True
             )

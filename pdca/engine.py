@@ -78,6 +78,35 @@ DUE_BATCHES = 20
 DUES_STORED_UNTIL = "dues_stored_until"
 
 
+def _evaluation(plan: Plan, fiscal_year: int, rating: Any, actual: Any, comment: Any,
+                *, where: str = "") -> dict[str, Any]:
+    """The data of an evaluation, checked (``where`` prefixes the messages)."""
+    if rating not in plan.rating_ids:
+        raise InvalidData(
+            f"{where}rating must be one of {', '.join(plan.rating_ids)}, not {rating!r}",
+            field="rating",
+        )
+    if actual is not None and (isinstance(actual, bool) or not isinstance(actual, (int, float))):
+        raise InvalidData(f"{where}actual must be a number, not {actual!r}", field="actual")
+    if not isinstance(comment, str):
+        raise InvalidData(f"{where}comment must be text", field="comment")
+    return {"fiscal_year": fiscal_year, "rating": rating, "actual": actual,
+            "comment": comment.strip()}
+
+
+def _check_evaluable(ref: str, workflow: str, attrs: Mapping[str, Any], fiscal_year: int
+                     ) -> None:
+    """A measure that has not ended before ``fiscal_year`` (else why not)."""
+    if workflow != "measure":
+        raise UnknownReference(ref, f"{ref} is not a measure")
+    ended = attrs.get("ended_fy")
+    if ended is not None and ended < fiscal_year:
+        raise InvalidInput(
+            f"{ref} ended in FY{ended}; it has no evaluation for FY{fiscal_year}",
+            field="fiscal_year",
+        )
+
+
 def _due_of(row: Any) -> Due:
     """A stored due firing as the schedule made it."""
     from .schedule import Due
@@ -496,28 +525,9 @@ class Engine(EngineCore):
         comment: str = "",
     ) -> Transition:
         """Record (or correct) a measure's evaluation for ``fiscal_year``, audited."""
-        plan = self.plan
-        if rating not in plan.rating_ids:
-            raise InvalidData(
-                f"rating must be one of {', '.join(plan.rating_ids)}, not {rating!r}",
-                field="rating",
-            )
-        if actual is not None and (isinstance(actual, bool)
-                                   or not isinstance(actual, (int, float))):
-            raise InvalidData(f"actual must be a number, not {actual!r}", field="actual")
-        if not isinstance(comment, str):
-            raise InvalidData("comment must be text", field="comment")
+        data = _evaluation(self.plan, fiscal_year, rating, actual, comment)
         view = self.get(measure)
-        if view.workflow != "measure":
-            raise UnknownReference(measure, f"{measure} is not a measure")
-        ended = view.attrs.get("ended_fy")
-        if ended is not None and ended < fiscal_year:
-            raise InvalidInput(
-                f"{measure} ended in FY{ended}; it has no evaluation for FY{fiscal_year}",
-                field="fiscal_year",
-            )
-        data = {"fiscal_year": fiscal_year, "rating": rating, "actual": actual,
-                "comment": comment.strip()}
+        _check_evaluable(measure, view.workflow, view.attrs, fiscal_year)
 
         def write(conn: Connection, entity_id: int) -> None:
             conn.execute(sa.delete(_V).where(_V.c.entity_id == entity_id,
@@ -526,7 +536,7 @@ class Engine(EngineCore):
                 _V.insert(),
                 {"entity_id": entity_id, "fiscal_year": fiscal_year, "rating": rating,
                  "actual": None if actual is None else float(actual),
-                 "comment": comment.strip(), "recorded_by": actor,
+                 "comment": data["comment"], "recorded_by": actor,
                  "recorded_at": self._clock()},
             )
 
@@ -560,30 +570,12 @@ class Engine(EngineCore):
             if ref in seen:
                 raise InvalidData(f"{where}: {ref} appears twice", field="measure")
             seen.add(ref)
-            rating, actual = item.get("rating"), item.get("actual")
-            comment = item.get("comment", "")
-            if rating not in plan.rating_ids:
-                raise InvalidData(f"{where}: rating must be one of "
-                                  f"{', '.join(plan.rating_ids)}, not {rating!r}",
-                                  field="rating")
-            if actual is not None and (isinstance(actual, bool)
-                                       or not isinstance(actual, (int, float))):
-                raise InvalidData(f"{where}: actual must be a number, not {actual!r}",
-                                  field="actual")
-            if not isinstance(comment, str):
-                raise InvalidData(f"{where}: comment must be text", field="comment")
-            items.append((ref, {"fiscal_year": fiscal_year, "rating": rating,
-                                "actual": actual, "comment": comment.strip()}))
+            items.append((ref, _evaluation(plan, fiscal_year, item.get("rating"),
+                                           item.get("actual"), item.get("comment", ""),
+                                           where=f"{where}: ")))
 
         def check(row: Any) -> None:
-            if row.workflow.name != "measure":
-                raise UnknownReference(row.ref, f"{row.ref} is not a measure")
-            ended = row.attrs.get("ended_fy")
-            if ended is not None and ended < fiscal_year:
-                raise InvalidInput(
-                    f"{row.ref} ended in FY{ended}; it has no evaluation for FY{fiscal_year}",
-                    field="fiscal_year",
-                )
+            _check_evaluable(row.ref, row.workflow.name, row.attrs, fiscal_year)
 
         def write(conn: Connection, rows: Sequence[tuple[int, Mapping[str, Any]]]) -> None:
             ids = [entity_id for entity_id, _ in rows]
@@ -971,14 +963,8 @@ class Engine(EngineCore):
             return self._schedule_from  # stored once, never changed
         with self._writing("settings", "tick") as conn:
             first = fiscal_year_of(at)
-            insert: sa.Insert
-            if self._pg:
-                from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-                insert = pg_insert(_SET).on_conflict_do_nothing(index_elements=["key"])
-            else:
-                insert = _SET.insert().prefix_with("OR IGNORE")
-            conn.execute(insert, {"key": "schedule_from", "value": str(first)})
+            conn.execute(self._insert_or_ignore(_SET),
+                         {"key": "schedule_from", "value": str(first)})
             self._schedule_from = int(conn.execute(
                 sa.select(_SET.c.value).where(_SET.c.key == "schedule_from")
             ).scalar_one())
@@ -1091,6 +1077,14 @@ class Engine(EngineCore):
             reports.append(self.tick(until, notifier=notifier))
         return reports
 
+    def _insert_or_ignore(self, table: sa.Table) -> sa.Insert:
+        """An INSERT that leaves a row whose ``key`` is already there alone."""
+        if self._pg:
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            return pg_insert(table).on_conflict_do_nothing(index_elements=["key"])
+        return table.insert().prefix_with("OR IGNORE")
+
     def _store_due_since(self, plan: Plan, first: int, until: datetime) -> None:
         """Store what became due after the moment up to which firings are stored, and up
         to ``until``, and move that moment to ``until``: one transaction."""
@@ -1113,15 +1107,8 @@ class Engine(EngineCore):
     def _store_due_in(self, conn: Connection, dues: Sequence[Due], until: datetime) -> None:
         # Two schedulers may store at once: the setting is created if missing, then read
         # under lock and only ever moved forward; due rows already there are left alone.
-        insert: sa.Insert
-        if self._pg:
-            from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-            insert = pg_insert(_SET).on_conflict_do_nothing(index_elements=["key"])
-        else:
-            insert = _SET.insert().prefix_with("OR IGNORE")
-        conn.execute(insert, {"key": DUES_STORED_UNTIL,
-                              "value": until.astimezone(UTC).isoformat()})
+        conn.execute(self._insert_or_ignore(_SET),
+                     {"key": DUES_STORED_UNTIL, "value": until.astimezone(UTC).isoformat()})
         read = sa.select(_SET.c.value).where(_SET.c.key == DUES_STORED_UNTIL)
         if self._pg:
             read = read.with_for_update()
@@ -1129,31 +1116,14 @@ class Engine(EngineCore):
         if datetime.fromisoformat(stored) < until:
             conn.execute(_SET.update().where(_SET.c.key == DUES_STORED_UNTIL).values(
                 value=until.astimezone(UTC).isoformat()))
-        if not dues:
-            return
-        existing: set[str] = set()
-        keys = [d.key for d in dues]
-        for start in range(0, len(keys), 500):
-            existing.update(
-                r.key for r in conn.execute(
-                    sa.select(_DUE.c.key).where(_DUE.c.key.in_(keys[start:start + 500])))
-            )
-        rows = [
-            {"key": d.key, "fiscal_year": d.fiscal_year, "action": d.action,
-             "step": d.step, "ref": d.ref, "trigger": d.trigger,
-             "states": ";".join(d.states), "due_at": d.at, "order_no": d.order,
-             "status": "pending", "done_at": None, "outcome": None}
-            for d in dues if d.key not in existing
-        ]
-        if not rows:
-            return
-        if self._pg:
-            from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-            insert = pg_insert(_DUE).on_conflict_do_nothing(index_elements=["key"])
-        else:
-            insert = _DUE.insert().prefix_with("OR IGNORE")
-        conn.execute(insert, rows)
+        if dues:
+            conn.execute(self._insert_or_ignore(_DUE), [
+                {"key": d.key, "fiscal_year": d.fiscal_year, "action": d.action,
+                 "step": d.step, "ref": d.ref, "trigger": d.trigger,
+                 "states": ";".join(d.states), "due_at": d.at, "order_no": d.order,
+                 "status": "pending", "done_at": None, "outcome": None}
+                for d in dues
+            ])
 
     def _run_due_batch(self, plan: Plan, dues: Sequence[Due]) -> list[Firing]:
         """Due firings, in schedule order, each claimed and carried out exactly once; a
